@@ -1,0 +1,5 @@
+"""`python -m edgeml` runs the CLI."""
+
+from edgeml.cli import main
+
+main()

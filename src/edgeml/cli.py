@@ -1,0 +1,177 @@
+"""The `edgeml` command: parse, call, render; maps errors to exit codes (config 2, other 1)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from edgeml import __version__
+from edgeml.config import Config, load, warnings_for
+from edgeml.errors import ConfigError, EdgemlError
+
+app = typer.Typer(
+    help="edgeml: learns online from MQTT sensor streams, on the device.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ConfigOpt = Annotated[
+    Path,
+    typer.Option(
+        "--config",
+        "-c",
+        envvar="EDGEML_CONFIG",
+        help="The TOML config file.",
+        dir_okay=False,
+    ),
+]
+
+err = Console(stderr=True, soft_wrap=True)
+
+
+def _load(path: Path) -> Config:
+    try:
+        return load(path)
+    except ConfigError as exc:
+        err.print(str(exc), markup=False, highlight=False)
+        raise typer.Exit(2) from None
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"edgeml {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """edgeml: learns online from MQTT sensor streams, on the device."""
+
+
+@app.command()
+def check(config: ConfigOpt = Path("config.toml")) -> None:
+    """Validate the config file: exit 0 if it is valid, 2 (naming file and key) if not."""
+    cfg = _load(config)
+    for warning in warnings_for(cfg):
+        err.print(f"warning: {warning}", markup=False, highlight=False)
+    typer.echo(
+        f"{config}: ok ({len(cfg.stream)} stream{'s' if len(cfg.stream) != 1 else ''}, "
+        f"broker {cfg.mqtt.host}:{cfg.mqtt.port}, state {cfg.db_path})"
+    )
+
+
+@app.command()
+def run(config: ConfigOpt = Path("config.toml")) -> None:
+    """Run the daemon in the foreground until SIGTERM or Ctrl-C (what systemd runs)."""
+    cfg = _load(config)
+    from edgeml import daemon, logs  # the daemon pulls in River: only commands that learn pay
+
+    logs.configure(cfg.log.level, cfg.log.format)
+    for warning in warnings_for(cfg):
+        daemon.log.warning("config_warning", detail=warning)
+    try:
+        asyncio.run(daemon.run(cfg))
+    except* EdgemlError as group:
+        for exc in group.exceptions:
+            daemon.log.error("fatal", error=str(exc))
+        raise typer.Exit(1) from None
+
+
+def _ago(ts: float | None, now: float) -> str:
+    if ts is None:
+        return "-"
+    s = max(0.0, now - ts)
+    if s < 60:
+        return f"{s:.0f}s ago"
+    if s < 3600:
+        return f"{s / 60:.0f}m ago"
+    if s < 86400:
+        return f"{s / 3600:.1f}h ago"
+    return f"{s / 86400:.1f}d ago"
+
+
+def _num(v: Any) -> str:
+    return "-" if v is None else f"{v:.4g}"
+
+
+def _render(doc: dict[str, Any], console: Console) -> None:
+    now = time.time()
+    d = doc["daemon"]
+    if "pid" not in d:
+        console.print("daemon: [yellow]never ran[/] with this state directory")
+    else:
+        state = "[green]running[/]" if d["running"] else "[red]not running[/]"
+        broker = "[green]connected[/]" if d["broker_connected"] else f"[yellow]{d['broker']}[/]"
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(d["rejected_by_reason"].items()))
+        console.print(
+            f"daemon: {state}  pid {d['pid']}  node {d['node']}  up {d['uptime_s']:.0f}s  "
+            f"broker {broker}  last beat {_ago(d['last_beat'], now)}"
+        )
+        console.print(
+            f"received {d['received']}  learned {d['learned']}  rejected {d['rejected']}"
+            + (f" ({reasons})" if reasons else "")
+            + f"  rate {d['rate']:.1f}/s"
+            + (f"  {d['bytes_per_sample']:.0f} B written/sample" if d["bytes_per_sample"] else "")
+        )
+    table = Table(show_edge=False, pad_edge=False)
+    for col in ("stream", "key", "samples", "last seen", "ver", "mae", "rmse", "rolling", "drifts"):
+        table.add_column(col, justify="right" if col not in ("stream", "key") else "left")
+    for s in doc["streams"]:
+        m = s["metrics"]
+        table.add_row(
+            s["stream"],
+            s["key"],
+            str(s["samples"]),
+            _ago(s["last_seen"], now),
+            str(s["model_version"]),
+            _num(m.get("mae")),
+            _num(m.get("rmse")),
+            _num(m.get("rolling_mae")),
+            str(s["drifts"]) if not s["drifts"] else f"[yellow]{s['drifts']}[/]",
+        )
+    if doc["streams"]:
+        console.print(table)
+    else:
+        console.print("no stream has learned anything yet")
+
+
+@app.command()
+def status(
+    config: ConfigOpt = Path("config.toml"),
+    as_json: Annotated[bool, typer.Option("--json", help="The documented JSON document.")] = False,
+) -> None:
+    """The daemon's health and one row per stream/key (works while the daemon runs)."""
+    cfg = _load(config)
+    from edgeml.store import read_status
+
+    try:
+        doc = read_status(cfg.db_path)
+    except EdgemlError as exc:
+        err.print(str(exc), markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(json.dumps(doc, indent=2))
+    else:
+        _render(doc, Console())
+
+
+def main() -> None:
+    app(prog_name="edgeml")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,378 @@
+"""TOML file -> frozen, validated configuration; every error names the file and the dotted key."""
+
+from __future__ import annotations
+
+import difflib
+import re
+import socket
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from edgeml.errors import ConfigError
+
+__all__ = [
+    "Config",
+    "DriftConfig",
+    "LogConfig",
+    "MqttConfig",
+    "NodeConfig",
+    "StoreConfig",
+    "StreamConfig",
+    "TlsConfig",
+    "load",
+    "parse_duration",
+    "warnings_for",
+]
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+# A name that can be one MQTT topic level and one file-name-safe identifier.
+_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def parse_duration(text: str) -> float:
+    """`"30s"`, `"5m"`, `"24h"`, `"7d"`, `"200ms"` -> seconds."""
+    m = _DURATION.match(text)
+    if not m:
+        raise ValueError(f"{text!r} is not a duration such as '30s', '5m', '24h' or '7d'")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def _check_filter(topic: str) -> str:
+    """Validate an MQTT topic filter (wildcards allowed) by the rules of MQTT 3.1.1 §4.7."""
+    if not topic or len(topic.encode()) > 65535 or "\0" in topic:
+        raise ValueError(f"{topic!r} is not a valid MQTT topic filter")
+    levels = topic.split("/")
+    for i, level in enumerate(levels):
+        if "#" in level and (level != "#" or i != len(levels) - 1):
+            raise ValueError(f"{topic!r}: '#' must be a whole level and the last one")
+        if "+" in level and level != "+":
+            raise ValueError(f"{topic!r}: '+' must be a whole level")
+    return topic
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NodeConfig(_Frozen):
+    id: str = Field(default_factory=socket.gethostname)
+    state_dir: Path = Path("./state")
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError(f"{v!r} must be 1-64 letters, digits, '_', '.' or '-'")
+        return v
+
+
+class TlsConfig(_Frozen):
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure: StrictBool = False
+
+
+class MqttConfig(_Frozen):
+    host: str = "localhost"
+    port: Annotated[StrictInt, Field(ge=1, le=65535)] = 1883
+    username: str | None = None
+    password: str | None = None
+    password_file: Path | None = None
+    client_id: str | None = None
+    keepalive: Annotated[StrictInt, Field(ge=5, le=65535)] = 60
+    protocol: Literal["5", "3.1.1"] = "5"
+    receive_maximum: Annotated[StrictInt, Field(ge=1, le=65535)] = 1000
+    session_expiry: str = "7d"
+    topic_prefix: str = "edgeml"
+    max_payload_bytes: Annotated[StrictInt, Field(ge=16)] = 65536
+    tls: TlsConfig | None = None
+
+    @field_validator("protocol", mode="before")
+    @classmethod
+    def _protocol(cls, v: Any) -> Any:
+        # `protocol = 5` (a number) is the natural way to write it in TOML.
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+    @field_validator("session_expiry")
+    @classmethod
+    def _expiry(cls, v: str) -> str:
+        seconds = parse_duration(v)
+        if not 0 < seconds <= 0xFFFFFFFE:
+            raise ValueError("must be more than 0 and less than 136 years")
+        return v
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        if not v or any(c in v for c in "+#\0") or v.startswith("/") or v.endswith("/"):
+            raise ValueError(f"{v!r} must be a topic without wildcards or outer '/'")
+        return v
+
+    @model_validator(mode="after")
+    def _password(self) -> MqttConfig:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("set password or password_file, not both")
+        return self
+
+    @property
+    def session_expiry_s(self) -> int:
+        return int(parse_duration(self.session_expiry))
+
+    def resolve_password(self) -> str | None:
+        if self.password_file is None:
+            return self.password
+        try:
+            return self.password_file.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"mqtt.password_file: cannot read {self.password_file}: {exc}") from exc
+
+
+class DriftConfig(_Frozen):
+    delta: Annotated[StrictFloat, Field(gt=0, lt=1)] = 0.002
+
+
+class StreamConfig(_Frozen):
+    name: str
+    topic: str
+    key: str | None = None
+    task: Literal["regression"] = "regression"
+    target: str
+    features: tuple[str, ...] | None = None
+    timestamp: str | None = None
+    model: Literal["linear"] = "linear"
+    rolling_window: Annotated[StrictInt, Field(ge=1, le=1_000_000)] = 500
+    publish: Literal["all", "anomalies", "none"] = "all"
+    drift: DriftConfig = DriftConfig()
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError(f"{v!r} must be 1-64 letters, digits, '_', '.' or '-'")
+        return v
+
+    @field_validator("topic")
+    @classmethod
+    def _topic(cls, v: str) -> str:
+        return _check_filter(v)
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        kind, _, arg = v.partition(":")
+        if kind == "topic" and arg.isdigit():
+            return v
+        if kind == "field" and arg:
+            return v
+        raise ValueError(f"{v!r} must be 'topic:N' (topic level N, from 0) or 'field:NAME'")
+
+    @model_validator(mode="after")
+    def _cross(self) -> StreamConfig:
+        if self.features is not None:
+            if self.target in self.features:
+                raise ValueError(f"target {self.target!r} is also listed in features")
+            if len(set(self.features)) != len(self.features):
+                raise ValueError("features lists a field twice")
+        if self.key and self.key.startswith("topic:"):
+            level = int(self.key[6:])
+            levels = self.topic.split("/")
+            if level >= len(levels) and "#" not in levels:
+                raise ValueError(f"key {self.key!r}: topic {self.topic!r} has only {len(levels)} levels")
+        return self
+
+    @property
+    def key_field(self) -> str | None:
+        return self.key[6:] if self.key and self.key.startswith("field:") else None
+
+    @property
+    def key_level(self) -> int | None:
+        return int(self.key[6:]) if self.key and self.key.startswith("topic:") else None
+
+
+class StoreConfig(_Frozen):
+    flush_interval_ms: Annotated[StrictInt, Field(ge=1, le=60_000)] = 200
+    batch_size: Annotated[StrictInt, Field(ge=1, le=100_000)] = 500
+    summary_interval: str = "2s"
+
+    @field_validator("summary_interval")
+    @classmethod
+    def _interval(cls, v: str) -> str:
+        parse_duration(v)
+        return v
+
+
+class LogConfig(_Frozen):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class Config(_Frozen):
+    node: NodeConfig = NodeConfig()
+    mqtt: MqttConfig = MqttConfig()
+    store: StoreConfig = StoreConfig()
+    log: LogConfig = LogConfig()
+    stream: tuple[StreamConfig, ...]
+    source: Path = Path("config.toml")
+
+    # A field validator, not min_length or a model validator: it runs only when every stream
+    # is valid (so no "0 items" line when they all fail) and its errors are located at `stream`.
+    @field_validator("stream")
+    @classmethod
+    def _streams(cls, v: tuple[StreamConfig, ...]) -> tuple[StreamConfig, ...]:
+        if not v:
+            raise ValueError("at least one [[stream]] is required")
+        names = [s.name for s in v]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"stream names must be unique: {', '.join(dupes)} used twice")
+        return v
+
+    @property
+    def client_id(self) -> str:
+        return self.mqtt.client_id or f"edgeml-{self.node.id}"
+
+    @property
+    def db_path(self) -> Path:
+        return self.node.state_dir / "edgeml.db"
+
+    @property
+    def status_topic(self) -> str:
+        return f"{self.mqtt.topic_prefix}/{self.node.id}/status"
+
+    @property
+    def events_topic(self) -> str:
+        return f"{self.mqtt.topic_prefix}/{self.node.id}/events"
+
+
+def _known_keys(model: type[BaseModel], loc: tuple[str | int, ...]) -> list[str]:
+    """Field names that are valid at the location of an unknown key."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = current.model_fields.get(part)
+        if field is None:
+            return []
+        current = _model_of(field.annotation)
+        if current is None:
+            return []
+    return list(current.model_fields)
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _format(path: Path, exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        dotted = ".".join(str(p) for p in loc) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            hint = difflib.get_close_matches(str(loc[-1]), _known_keys(Config, loc), n=1)
+            msg = "unknown key" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"{path}: {dotted}: {msg}")
+    return "\n".join(lines)
+
+
+def load(path: Path | str) -> Config:
+    """Read and validate a config file; raise ConfigError naming the file and every bad key."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    if "source" in raw:
+        raise ConfigError(f"{path}: source: unknown key")
+    if "stream" not in raw:
+        raise ConfigError(f"{path}: stream: at least one [[stream]] is required")
+    try:
+        cfg = Config.model_validate({**raw, "source": path})
+    except ValidationError as exc:
+        raise ConfigError(_format(path, exc)) from None
+    if not cfg.node.state_dir.is_absolute():
+        # A relative state_dir is relative to the config file, so systemd and a shell agree.
+        node = cfg.node.model_copy(update={"state_dir": path.parent / cfg.node.state_dir})
+        cfg = cfg.model_copy(update={"node": node})
+    return cfg
+
+
+def warnings_for(cfg: Config) -> list[str]:
+    """Things that are valid but risk the no-loss guarantee or a secret."""
+    out: list[str] = []
+    if cfg.mqtt.protocol == "3.1.1":
+        out.append(
+            "mqtt.protocol = '3.1.1': the broker sends at most 20 unacknowledged messages "
+            "(mosquitto's max_inflight_messages), so every batch commits after at most 20; "
+            "use protocol 5 for throughput"
+        )
+    if cfg.mqtt.password is not None:
+        mode = cfg.source.stat().st_mode if cfg.source.exists() else 0
+        if mode & 0o004:
+            out.append(
+                f"{cfg.source} holds mqtt.password and is world-readable: "
+                f"chmod o-r {cfg.source} (or use mqtt.password_file)"
+            )
+    if cfg.mqtt.host in ("localhost", "127.0.0.1", "::1"):
+        out.extend(_local_broker_warnings(Path("/etc/mosquitto/mosquitto.conf")))
+    return out
+
+
+def _local_broker_warnings(conf: Path) -> list[str]:
+    """Read a local mosquitto.conf (and its conf.d) for the settings the no-loss guarantee needs."""
+    try:
+        text = conf.read_text()
+        for line in text.splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[0] == "include_dir":
+                for extra in sorted(Path(parts[1]).glob("*.conf")):
+                    text += "\n" + extra.read_text()
+    except OSError:
+        return []
+    settings: dict[str, str] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and not parts[0].startswith("#"):
+            settings[parts[0]] = parts[1]
+    out = []
+    if settings.get("persistence", "false") != "true":
+        out.append(
+            f"{conf}: persistence is off, so a broker restart forgets edgeml's session and the "
+            "messages queued for it (set 'persistence true')"
+        )
+    queued = settings.get("max_queued_messages", "1000")
+    if queued.isdigit() and 0 < int(queued) < 100_000:
+        out.append(
+            f"{conf}: max_queued_messages is {queued}: while edgeml is down the broker keeps only "
+            "that many readings for it and drops the rest (0 = no limit)"
+        )
+    return out

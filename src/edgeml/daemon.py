@@ -1,0 +1,207 @@
+"""The composition root: one event loop, a TaskGroup of session, learner and store writer."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+
+import structlog
+
+from edgeml import __version__
+from edgeml.config import Config, parse_duration
+from edgeml.ingest import Session
+from edgeml.pipeline import Outgoing, Pipeline
+from edgeml.store import Batch, Heartbeat, Store
+
+__all__ = ["Daemon", "run"]
+
+log = structlog.get_logger("edgeml.daemon")
+
+# The learner yields to the event loop after this many messages, so the socket is read and
+# the writer runs even under a flood.
+_CHUNK = 200
+
+
+def _bytes_written() -> int | None:
+    """Bytes this process caused to be written to storage (Linux), for the SD-card budget."""
+    try:
+        for line in Path("/proc/self/io").read_text().splitlines():
+            if line.startswith("write_bytes:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+class Daemon:
+    """Wires the stages together; `run` returns after a clean stop."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.session = Session(cfg)
+        self.started = time.time()
+        self.ready = asyncio.Event()
+        self._batches: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=2)
+        self._summary_every = parse_duration(cfg.store.summary_interval)
+        self._flush_after = cfg.store.flush_interval_ms / 1000
+        self._rate = (time.monotonic(), 0, 0.0)  # (when, learned then, msgs/s)
+        self._bytes_at_start = _bytes_written()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        cfg = self.cfg
+        async with await Store.open(cfg.db_path) as store:
+            pipeline = await self._restore(store)
+            shutdown = asyncio.Event()
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self.session.run(shutdown), name="session")
+                tg.create_task(self._store_loop(store), name="store")
+                learner = tg.create_task(self._learn_loop(pipeline, stop), name="learn")
+                tg.create_task(self._announce_ready(), name="ready")
+                # The learner returns after the last batch is queued; the writer after it is
+                # committed and acknowledged; only then does the session say offline and leave.
+                await learner
+                await self._batches.join()
+                shutdown.set()
+        log.info(
+            "stopped",
+            learned=pipeline.learned,
+            rejected=sum(pipeline.rejected.values()),
+            duplicates=pipeline.duplicates,
+        )
+
+    async def _announce_ready(self) -> None:
+        await self.session.subscribed.wait()
+        self.ready.set()
+        log.info("ready", db=str(self.cfg.db_path), streams=[s.name for s in self.cfg.stream])
+
+    async def _restore(self, store: Store) -> Pipeline:
+        """Rebuild every model from the sample log, so a restart loses no learning."""
+        pipeline = Pipeline(
+            self.cfg, await store.next_seq(), await store.series(), await store.recent_deliveries()
+        )
+        t0 = time.monotonic()
+        n = 0
+        async for row in store.replay([s.name for s in self.cfg.stream]):
+            pipeline.replay(*row)
+            n += 1
+            if n % 100_000 == 0:
+                log.info("replay_progress", samples=n)
+        if n:
+            log.info("replayed", samples=n, models=len(pipeline.learners), seconds=round(time.monotonic() - t0, 2))
+            pipeline.add_summary()
+        return pipeline
+
+    # -- the learner task -----------------------------------------------------------
+
+    async def _learn_loop(self, pipeline: Pipeline, stop: asyncio.Event) -> None:
+        inbox = self.session.inbox
+        out: list[Outgoing] = []
+        last_summary = time.monotonic()
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            while not stop.is_set():
+                if not inbox:
+                    self.session.has_messages.clear()
+                    wait = asyncio.create_task(self.session.has_messages.wait())
+                    await asyncio.wait(
+                        (wait, stopping),
+                        timeout=max(0.0, last_summary + self._summary_every - time.monotonic()),
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                    wait.cancel()
+                for _ in range(min(len(inbox), _CHUNK)):
+                    pipeline.handle(inbox.popleft(), out)
+                self._send(out)
+                now = time.monotonic()
+                due = now - last_summary >= self._summary_every
+                if due:
+                    last_summary = now
+                    pipeline.add_summary()
+                    pipeline.batch.heartbeat = self._heartbeat(pipeline)
+                batch = pipeline.batch
+                if not batch.empty and (
+                    not inbox
+                    or len(batch) >= self.cfg.store.batch_size
+                    or now - batch.first_added >= self._flush_after
+                    or due
+                ):
+                    await self._batches.put(pipeline.take_batch())
+                else:
+                    await asyncio.sleep(0)
+            # Stop intake: what was received is learned and committed; anything that arrives
+            # from now on stays unacknowledged and the broker sends it again next time.
+            for _ in range(len(inbox)):
+                pipeline.handle(inbox.popleft(), out)
+            self._send(out)
+            pipeline.add_summary()
+            pipeline.batch.heartbeat = self._heartbeat(pipeline, stopped=time.time())
+            await self._batches.put(pipeline.take_batch())
+            await self._batches.put(None)
+        finally:
+            stopping.cancel()
+
+    def _send(self, out: list[Outgoing]) -> None:
+        for topic, payload, qos in out:
+            self.session.publish(topic, payload, qos)
+        out.clear()
+
+    def _heartbeat(self, pipeline: Pipeline, stopped: float | None = None) -> Heartbeat:
+        now = time.monotonic()
+        then, learned_then, rate = self._rate
+        if now - then >= 1.0:
+            rate = (pipeline.learned - learned_then) / (now - then)
+            self._rate = (now, pipeline.learned, rate)
+        written = _bytes_written()
+        return Heartbeat(
+            pid=os.getpid(),
+            node=self.cfg.node.id,
+            version=__version__,
+            started=self.started,
+            broker=self.session.state,
+            received=self.session.received,
+            rejected=dict(pipeline.rejected),
+            learned=pipeline.learned,
+            rate=round(rate, 1),
+            bytes_written=(
+                written - self._bytes_at_start
+                if written is not None and self._bytes_at_start is not None
+                else None
+            ),
+            stopped=stopped,
+        )
+
+    # -- the store writer task ------------------------------------------------------
+
+    async def _store_loop(self, store: Store) -> None:
+        while True:
+            batch = await self._batches.get()
+            try:
+                if batch is None:
+                    return
+                await store.write(batch)
+                # Only now, with the batch committed, may the broker forget these messages.
+                for mid, qos, generation in batch.acks:
+                    self.session.ack(mid, qos, generation)
+            finally:
+                self._batches.task_done()
+
+
+async def run(cfg: Config, stop: asyncio.Event | None = None) -> None:
+    """Run the daemon until SIGTERM/SIGINT (or `stop`), then drain, commit, ack and leave."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, _on_signal, sig, stop)
+    try:
+        await Daemon(cfg).run(stop)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+def _on_signal(sig: signal.Signals, stop: asyncio.Event) -> None:
+    log.info("stopping", signal=sig.name)
+    stop.set()

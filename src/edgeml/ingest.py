@@ -1,0 +1,210 @@
+"""The MQTT session: connect, subscribe, reconnect with backoff, deliveries in, acks and publishes out."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import random
+import socket
+import ssl
+import time
+from typing import NamedTuple
+
+import aiomqtt
+import paho.mqtt.client as paho
+import structlog
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from edgeml import _paho
+from edgeml.config import Config
+
+__all__ = ["BACKOFF_CAP_S", "Delivery", "Session"]
+
+log = structlog.get_logger("edgeml.ingest")
+
+BACKOFF_FIRST_S = 0.5
+BACKOFF_CAP_S = 30.0
+
+
+class Delivery(NamedTuple):
+    """One message as the broker delivered it, tagged with the connection it came on."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    mid: int
+    dup: bool
+    generation: int
+    arrival: float
+
+
+class Session:
+    """Owns the aiomqtt client for the daemon's lifetime.
+
+    Incoming messages land in `inbox`, a deque the learner drains. It needs no bound of its
+    own: messages are acknowledged only after they are committed, so the broker never has
+    more than `receive_maximum` (MQTT 5) or 20 (3.1.1) unacknowledged messages out to us.
+    """
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.topics = sorted({s.topic for s in cfg.stream})
+        self.inbox: collections.deque[Delivery] = collections.deque()
+        self.has_messages = asyncio.Event()
+        self.subscribed = asyncio.Event()
+        self.state = "connecting"
+        self.generation = 0
+        self.received = 0
+        self.connects = 0
+        self._client: aiomqtt.Client | None = None
+
+    # -- called from the learner and the store writer ---------------------------------
+
+    def ack(self, mid: int, qos: int, generation: int) -> None:
+        """Acknowledge a committed delivery if it came on the current connection.
+
+        A delivery from an earlier connection is not acknowledged here: the broker sends it
+        again (DUP set, same packet id) and the learner acknowledges that copy.
+        """
+        if qos and generation == self.generation and self._client is not None:
+            _paho.ack(self._client, mid, qos)
+
+    def publish(self, topic: str, payload: bytes, qos: int = 0) -> bool:
+        """Queue a message without awaiting it; dropped (False) while disconnected."""
+        if self._client is None or self.state != "connected":
+            return False
+        return _paho.publish_nowait(self._client, topic, payload, qos)
+
+    # -- the connection loop -------------------------------------------------------------
+
+    def _receive(self, message: paho.MQTTMessage) -> None:
+        self.received += 1
+        self.inbox.append(
+            Delivery(
+                message.topic,
+                message.payload,
+                message.qos,
+                message.mid,
+                bool(message.dup),
+                self.generation,
+                time.time(),
+            )
+        )
+        self.has_messages.set()
+
+    def _make_client(self) -> aiomqtt.Client:
+        m = self.cfg.mqtt
+        will = aiomqtt.Will(self.cfg.status_topic, b"offline", qos=1, retain=True)
+        common: dict[str, object] = {
+            "port": m.port,
+            "username": m.username,
+            "password": m.resolve_password(),
+            "identifier": self.cfg.client_id,
+            "keepalive": m.keepalive,
+            "will": will,
+            "logger": logging.getLogger("edgeml.mqtt"),
+            "max_queued_outgoing_messages": 10_000,
+            # Small messages wait ~14 ms for Nagle's algorithm without this.
+            "socket_options": ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
+        }
+        if m.tls is not None:
+            common["tls_params"] = aiomqtt.TLSParameters(
+                ca_certs=str(m.tls.ca_file) if m.tls.ca_file else None,
+                certfile=str(m.tls.cert_file) if m.tls.cert_file else None,
+                keyfile=str(m.tls.key_file) if m.tls.key_file else None,
+                cert_reqs=ssl.CERT_NONE if m.tls.insecure else ssl.CERT_REQUIRED,
+            )
+            common["tls_insecure"] = m.tls.insecure
+        if m.protocol == "5":
+            props = Properties(PacketTypes.CONNECT)
+            props.ReceiveMaximum = m.receive_maximum
+            # Without an expiry an MQTT 5 session ends with the connection (clean_start=False
+            # alone is not enough).
+            props.SessionExpiryInterval = m.session_expiry_s
+            client = aiomqtt.Client(
+                m.host,
+                protocol=aiomqtt.ProtocolVersion.V5,
+                clean_start=False,
+                properties=props,
+                **common,  # type: ignore[arg-type]
+            )
+        else:
+            client = aiomqtt.Client(
+                m.host,
+                protocol=aiomqtt.ProtocolVersion.V311,
+                clean_session=False,
+                **common,  # type: ignore[arg-type]
+            )
+        _paho.enable_manual_ack(client)
+        _paho.set_receiver(client, self._receive)
+        return client
+
+    async def run(self, shutdown: asyncio.Event) -> None:
+        """Stay connected until `shutdown` is set, then publish `offline` and disconnect."""
+        client = self._client = self._make_client()
+        attempt = 0
+        while not shutdown.is_set():
+            self.state = "connecting"
+            try:
+                async with client:
+                    self.generation += 1
+                    self.connects += 1
+                    self.state = "connected"
+                    await self._subscribe(client)
+                    await client.publish(self.cfg.status_topic, b"online", qos=1, retain=True)
+                    log.info(
+                        "mqtt_connected",
+                        host=self.cfg.mqtt.host,
+                        port=self.cfg.mqtt.port,
+                        client_id=self.cfg.client_id,
+                        topics=self.topics,
+                        connects=self.connects,
+                    )
+                    self.subscribed.set()
+                    attempt = 0
+                    if await self._until_disconnect_or(client, shutdown):
+                        await client.publish(self.cfg.status_topic, b"offline", qos=1, retain=True)
+                        self.state = "disconnected"
+                        return
+            except aiomqtt.MqttError as exc:
+                self.state = "disconnected"
+                delay = min(BACKOFF_CAP_S, BACKOFF_FIRST_S * 2**attempt)
+                # Full jitter: a fleet that lost its broker together does not return together.
+                delay = random.uniform(delay / 2, delay)
+                attempt += 1
+                log.warning("mqtt_disconnected", error=str(exc), retry_in_s=round(delay, 2))
+                try:
+                    await asyncio.wait_for(shutdown.wait(), timeout=delay)
+                except TimeoutError:
+                    pass
+        self.state = "disconnected"
+
+    async def _subscribe(self, client: aiomqtt.Client) -> None:
+        # Always subscribe again: a broker that restarted without persistence forgot us.
+        granted = await client.subscribe([(t, 1) for t in self.topics])
+        for topic, code in zip(self.topics, granted, strict=False):
+            value = code if isinstance(code, int) else code.value
+            if value >= 0x80:
+                log.error("mqtt_subscribe_refused", topic=topic, reason=str(code))
+
+    async def _until_disconnect_or(self, client: aiomqtt.Client, shutdown: asyncio.Event) -> bool:
+        """True when `shutdown` was set; raises MqttError when the connection drops."""
+
+        async def watch() -> None:
+            # Our receiver keeps aiomqtt's queue empty, so this only ends by raising on a
+            # disconnect.
+            async for _ in client.messages:
+                pass
+
+        watcher = asyncio.create_task(watch(), name="mqtt-watch")
+        waiter = asyncio.create_task(shutdown.wait(), name="mqtt-shutdown")
+        try:
+            await asyncio.wait((watcher, waiter), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (watcher, waiter):
+                task.cancel()
+        if watcher.done() and not watcher.cancelled() and watcher.exception() is not None:
+            raise watcher.exception()  # type: ignore[misc]
+        return shutdown.is_set()

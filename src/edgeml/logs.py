@@ -1,0 +1,79 @@
+"""structlog setup (JSON lines for journald, readable on a TTY) and rate-limited warnings."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any
+
+import structlog
+
+__all__ = ["RateLimitedLog", "configure"]
+
+
+def configure(level: str = "info", fmt: str = "auto") -> None:
+    """Route structlog and stdlib logging (aiomqtt, paho, aiosqlite) through one renderer."""
+    json_logs = fmt == "json" or (fmt == "auto" and not sys.stdout.isatty())
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.stdlib.ExtraAdder(),
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    structlog.configure(
+        processors=[
+            *shared,
+            structlog.stdlib.PositionalArgumentsFormatter(),
+            structlog.processors.StackInfoRenderer(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if json_logs
+        else structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            *([structlog.processors.dict_tracebacks] if json_logs else []),
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # aiomqtt sets its "mqtt" logger to WARNING on import; paho's chatter stays at INFO+.
+    logging.getLogger("edgeml.mqtt").setLevel(max(logging.INFO, root.level))
+
+
+class RateLimitedLog:
+    """At most `burst` lines per key per `window_s`; the next line reports how many were held back."""
+
+    def __init__(self, logger: Any, burst: int = 5, window_s: float = 60.0) -> None:
+        self._log = logger
+        self._burst = burst
+        self._window = window_s
+        self._state: dict[str, list[float]] = {}  # key -> [window start, count, suppressed]
+
+    def warning(self, event: str, key: str, **fields: Any) -> None:
+        now = time.monotonic()
+        state = self._state.get(key)
+        if state is None or now - state[0] >= self._window:
+            suppressed = int(state[2]) if state else 0
+            state = self._state[key] = [now, 0.0, 0.0]
+            if suppressed:
+                fields["suppressed"] = suppressed
+        if state[1] < self._burst:
+            state[1] += 1
+            self._log.warning(event, **fields)
+        else:
+            state[2] += 1

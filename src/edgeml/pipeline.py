@@ -1,0 +1,211 @@
+"""Deliveries -> decode -> learn -> rows for the store and messages to publish; synchronous.
+
+The pipeline owns every model (exactly one task calls it). It knows nothing of asyncio,
+MQTT clients or SQLite connections: it fills a Batch and a list of outgoing messages.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import asdict
+from typing import Any
+
+import structlog
+
+from edgeml.config import Config
+from edgeml.decode import Decoder, parse
+from edgeml.ingest import Delivery
+from edgeml.learn import Learner
+from edgeml.logs import RateLimitedLog
+from edgeml.publish import drift_message, event_message, prediction_message, prediction_topic
+from edgeml.records import Outcome, Reject, Sample
+from edgeml.store import Batch
+
+__all__ = ["Outgoing", "Pipeline", "delivery_hash"]
+
+log = structlog.get_logger("edgeml.pipeline")
+
+Outgoing = tuple[str, bytes, int]  # topic, payload, qos
+
+
+def delivery_hash(topic: str, payload: bytes) -> int:
+    """A signed 64-bit fingerprint of one message, as SQLite stores integers."""
+    digest = hashlib.blake2b(topic.encode() + b"\0" + payload, digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+class Pipeline:
+    def __init__(
+        self,
+        cfg: Config,
+        next_seq: int,
+        series: Mapping[tuple[str, str], int],
+        recent: Mapping[int, int],
+    ) -> None:
+        self.cfg = cfg
+        self.decoders = [Decoder(s, cfg.mqtt.max_payload_bytes) for s in cfg.stream]
+        self.streams = {s.name: s for s in cfg.stream}
+        self.learners: dict[tuple[str, str], Learner] = {}
+        self.series = dict(series)
+        self._next_series = max(self.series.values(), default=0) + 1
+        self.next_seq = next_seq
+        # mid -> fingerprint of the latest delivery with that packet id (redelivery detection).
+        self.recent = dict(recent)
+        self.batch = Batch()
+        self.rejected: collections.Counter[str] = collections.Counter()
+        self.learned = 0
+        self.duplicates = 0
+        self.unmatched = 0
+        self.dirty: set[tuple[str, str]] = set()
+        self._topics: dict[tuple[str, str], str] = {}
+        self._warn = RateLimitedLog(log)
+
+    # -- start-up -------------------------------------------------------------------
+
+    def replay(self, seq: int, stream: str, key: str, ts: float, x: dict[str, float], y: float) -> None:
+        """Learn a stored sample again (after a restart); nothing is written or published."""
+        if stream in self.streams:
+            self._learner(stream, key).process(Sample(stream, key, ts, x, y), seq)
+            self.dirty.add((stream, key))
+
+    # -- the hot path -----------------------------------------------------------------
+
+    def handle(self, d: Delivery, out: list[Outgoing]) -> None:
+        """Test-then-train every stream that the delivery's topic matches."""
+        if not self.batch.acks and not self.batch.samples:
+            self.batch.first_added = time.monotonic()
+        fingerprint = None
+        if d.qos:
+            fingerprint = delivery_hash(d.topic, d.payload)
+            # A broker resends an unacknowledged message with DUP set and the same packet id;
+            # if we stored it already (a crash or a reconnect between commit and PUBACK), only
+            # acknowledge it.
+            if d.dup and self.recent.get(d.mid) == fingerprint:
+                self.duplicates += 1
+                self.batch.acks.append((d.mid, d.qos, d.generation))
+                return
+            self.recent[d.mid] = fingerprint
+            self.batch.acks.append((d.mid, d.qos, d.generation))
+        value: Any = None
+        matched = False
+        for decoder in self.decoders:
+            if not decoder.matches(d.topic):
+                continue
+            if not matched:
+                matched = True
+                value = parse(d.payload, decoder.max_payload_bytes)
+            if isinstance(value, Reject):
+                result: Sample | Reject = Reject(decoder.name, value.reason, value.detail)
+            else:
+                result = decoder.extract(d.topic, value, d.arrival)
+            if isinstance(result, Reject):
+                self._reject(result, d.topic)
+            else:
+                self._learn(result, d, fingerprint, out)
+        if not matched:
+            self.unmatched += 1
+
+    def _reject(self, r: Reject, topic: str) -> None:
+        self.rejected[r.reason.value] += 1
+        self._warn.warning(
+            "payload_rejected",
+            f"{r.stream}:{r.reason}",
+            stream=r.stream,
+            topic=topic,
+            reason=r.reason.value,
+            detail=r.detail,
+        )
+
+    def _learn(self, sample: Sample, d: Delivery, fingerprint: int | None, out: list[Outgoing]) -> None:
+        stream = self.streams[sample.stream]
+        learner = self._learner(sample.stream, sample.key)
+        seq = self.next_seq
+        self.next_seq += 1
+        outcome = learner.process(sample, seq)
+        self.learned += 1
+        sid = self.series[(sample.stream, sample.key)]
+        b = self.batch
+        b.samples.append(
+            (
+                seq,
+                sid,
+                sample.ts,
+                json.dumps(sample.x, separators=(",", ":")),
+                sample.y,
+                d.mid if d.qos else None,
+                fingerprint,
+            )
+        )
+        b.predictions.append((seq, outcome.y_pred, outcome.error, outcome.model_version))
+        self.dirty.add((sample.stream, sample.key))
+        if stream.publish == "all":
+            out.append((self._topic(sample.stream, sample.key), prediction_message(outcome), 0))
+        self._events(outcome, out)
+
+    def _events(self, outcome: Outcome, out: list[Outgoing]) -> None:
+        s = outcome.sample
+        if outcome.reset:
+            fields = {"stream": s.stream, "key": s.key, "seq": outcome.seq, "ts": s.ts}
+            self._event("model_reset", fields, out)
+            log.warning("model_reset", reason="non-finite prediction", **fields)
+        if outcome.drift is not None:
+            ev = asdict(outcome.drift)
+            self.batch.events.append(
+                (ev["ts"], "drift", ev["stream"], ev["key"], ev["seq"], json.dumps(ev))
+            )
+            out.append((self.cfg.events_topic, drift_message(outcome.drift), 1))
+            log.info("drift_detected", **ev)
+
+    def _event(self, kind: str, fields: dict[str, Any], out: list[Outgoing]) -> None:
+        self.batch.events.append(
+            (fields["ts"], kind, fields["stream"], fields["key"], fields["seq"], json.dumps(fields))
+        )
+        out.append((self.cfg.events_topic, event_message(kind, fields), 1))
+
+    def _learner(self, stream: str, key: str) -> Learner:
+        learner = self.learners.get((stream, key))
+        if learner is None:
+            learner = self.learners[(stream, key)] = Learner(self.streams[stream], key)
+            if (stream, key) not in self.series:
+                sid = self.series[(stream, key)] = self._next_series
+                self._next_series += 1
+                self.batch.series.append((sid, stream, key, self.streams[stream].task, time.time()))
+                log.info("series_created", stream=stream, key=key)
+        return learner
+
+    def _topic(self, stream: str, key: str) -> str:
+        topic = self._topics.get((stream, key))
+        if topic is None:
+            m = self.cfg.mqtt
+            topic = self._topics[(stream, key)] = prediction_topic(
+                m.topic_prefix, self.cfg.node.id, stream, key
+            )
+        return topic
+
+    # -- batching ---------------------------------------------------------------------
+
+    def add_summary(self) -> None:
+        """Put the summary rows of every stream/key that learned since the last call in the batch."""
+        now = time.time()
+        for sk in self.dirty:
+            lr = self.learners[sk]
+            self.batch.summary.append(
+                (
+                    self.series[sk],
+                    lr.samples,
+                    lr.last_seen,
+                    lr.model_version,
+                    json.dumps(lr.metrics()),
+                    lr.drifts,
+                    now,
+                )
+            )
+        self.dirty.clear()
+
+    def take_batch(self) -> Batch:
+        batch, self.batch = self.batch, Batch()
+        return batch

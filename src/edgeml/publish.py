@@ -1,0 +1,37 @@
+"""Outcomes and events -> MQTT messages (topic, payload); pure builders, no I/O."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Any
+
+from edgeml.records import DriftEvent, Outcome
+
+__all__ = ["drift_message", "event_message", "prediction_message", "prediction_topic"]
+
+
+def prediction_topic(prefix: str, node: str, stream: str, key: str) -> str:
+    return f"{prefix}/{node}/{stream}/{key}/prediction"
+
+
+def prediction_message(outcome: Outcome) -> bytes:
+    """`{"ts", "y", "y_pred", "error", "model_version"}` as compact JSON."""
+    return json.dumps(
+        {
+            "ts": outcome.sample.ts,
+            "y": outcome.sample.y,
+            "y_pred": outcome.y_pred,
+            "error": outcome.error,
+            "model_version": outcome.model_version,
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+def event_message(kind: str, fields: dict[str, Any]) -> bytes:
+    return json.dumps({"event": kind, **fields}, separators=(",", ":")).encode()
+
+
+def drift_message(event: DriftEvent) -> bytes:
+    return event_message("drift_detected", asdict(event))

@@ -1,0 +1,374 @@
+"""The one SQLite file: schema and migrations, the batched writer, and the queries the CLI reads."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from edgeml.errors import StoreError
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Batch",
+    "Heartbeat",
+    "Store",
+    "connect_readonly",
+    "read_status",
+]
+
+# Each entry migrates from user_version == index to index + 1.
+_MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE series(
+        id INTEGER PRIMARY KEY,
+        stream TEXT NOT NULL,
+        key TEXT NOT NULL,
+        task TEXT NOT NULL,
+        created REAL NOT NULL,
+        UNIQUE(stream, key)
+    );
+    -- The log: every decoded reading, in the order it was learned (seq).
+    -- mid/hash identify the MQTT delivery, so a redelivery after a crash is not stored twice.
+    CREATE TABLE samples(
+        seq INTEGER PRIMARY KEY,
+        series INTEGER NOT NULL REFERENCES series(id),
+        ts REAL NOT NULL,
+        x TEXT NOT NULL,
+        y REAL,
+        mid INTEGER,
+        hash INTEGER
+    );
+    CREATE TABLE predictions(
+        seq INTEGER PRIMARY KEY,
+        y_pred REAL NOT NULL,
+        error REAL,
+        model_version INTEGER NOT NULL
+    );
+    CREATE TABLE events(
+        id INTEGER PRIMARY KEY,
+        ts REAL NOT NULL,
+        kind TEXT NOT NULL,
+        stream TEXT,
+        key TEXT,
+        seq INTEGER,
+        data TEXT NOT NULL
+    );
+    CREATE INDEX events_ts ON events(ts);
+    -- Live summary per stream/key, refreshed every few seconds.
+    CREATE TABLE summary(
+        series INTEGER PRIMARY KEY REFERENCES series(id),
+        samples INTEGER NOT NULL,
+        last_seen REAL,
+        model_version INTEGER NOT NULL,
+        metrics TEXT NOT NULL,
+        drifts INTEGER NOT NULL,
+        updated REAL NOT NULL
+    );
+    -- The daemon's heartbeat: one row.
+    CREATE TABLE daemon(
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        pid INTEGER NOT NULL,
+        node TEXT NOT NULL,
+        version TEXT NOT NULL,
+        started REAL NOT NULL,
+        last_beat REAL NOT NULL,
+        stopped REAL,
+        broker TEXT NOT NULL,
+        received INTEGER NOT NULL,
+        rejected TEXT NOT NULL,
+        learned INTEGER NOT NULL,
+        rate REAL NOT NULL,
+        bytes_written INTEGER
+    );
+    """,
+]
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+# A daemon whose heartbeat is older than this is reported as not running.
+STALE_AFTER_S = 10.0
+# How many recent deliveries are remembered for redelivery detection: MQTT packet ids are
+# 16-bit, so the broker cannot reuse one within the last 65,535 deliveries.
+RECENT_DELIVERIES = 65535
+
+
+@dataclass(slots=True)
+class Heartbeat:
+    pid: int
+    node: str
+    version: str
+    started: float
+    broker: str
+    received: int
+    rejected: dict[str, int]
+    learned: int
+    rate: float
+    bytes_written: int | None
+    stopped: float | None = None
+
+
+@dataclass(slots=True)
+class Batch:
+    """Rows produced by the learner since the last commit, written in one transaction."""
+
+    series: list[tuple[Any, ...]] = field(default_factory=list)
+    samples: list[tuple[Any, ...]] = field(default_factory=list)
+    predictions: list[tuple[Any, ...]] = field(default_factory=list)
+    events: list[tuple[Any, ...]] = field(default_factory=list)
+    summary: list[tuple[Any, ...]] = field(default_factory=list)
+    heartbeat: Heartbeat | None = None
+    # (mid, qos, connection generation) of every MQTT message the batch accounts for.
+    acks: list[tuple[int, int, int]] = field(default_factory=list)
+    first_added: float = 0.0
+
+    def __len__(self) -> int:
+        """Messages (or samples, when one message feeds several streams) in the batch."""
+        return max(len(self.acks), len(self.samples))
+
+    @property
+    def empty(self) -> bool:
+        return not (
+            self.series or self.samples or self.events or self.summary or self.acks
+            or self.heartbeat
+        )
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"{path}: schema version {version} is newer than this edgeml understands "
+            f"({SCHEMA_VERSION}); upgrade edgeml"
+        )
+    for target in range(version, SCHEMA_VERSION):
+        # executescript commits first; the migration and its version bump commit together.
+        conn.executescript(f"BEGIN;\n{_MIGRATIONS[target]}\nPRAGMA user_version = {target + 1};\nCOMMIT;")
+
+
+class Store:
+    """The daemon's connection: the only writer of the SQLite file."""
+
+    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+        self._db = db
+        self.path = path
+
+    @classmethod
+    async def open(cls, path: Path) -> Store:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # Schema work is synchronous and done once, before the async connection opens.
+            with sqlite3.connect(path, timeout=10) as conn:
+                conn.execute("PRAGMA journal_mode=WAL")
+                _migrate(conn, path)
+            conn.close()
+            db = await aiosqlite.connect(path, timeout=10)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"{path}: cannot open the database: {exc}") from exc
+        try:
+            # NORMAL in WAL mode: a power cut can lose the last commits, never corrupt the file;
+            # the messages of those commits were not acknowledged yet, so the broker resends them.
+            await db.execute("PRAGMA synchronous=NORMAL")
+            await db.execute("PRAGMA busy_timeout=10000")
+        except BaseException:
+            await db.close()
+            raise
+        return cls(db, path)
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- state at start -------------------------------------------------------------
+
+    async def next_seq(self) -> int:
+        rows = await self._db.execute_fetchall("SELECT COALESCE(MAX(seq), 0) + 1 FROM samples")
+        return int(next(iter(rows))[0])
+
+    async def series(self) -> dict[tuple[str, str], int]:
+        rows = await self._db.execute_fetchall("SELECT stream, key, id FROM series")
+        return {(r[0], r[1]): int(r[2]) for r in rows}
+
+    async def recent_deliveries(self) -> dict[int, int]:
+        """mid -> payload hash of the latest stored deliveries, for redelivery detection."""
+        rows = await self._db.execute_fetchall(
+            "SELECT mid, hash FROM samples WHERE seq > (SELECT COALESCE(MAX(seq), 0) FROM samples) - ?"
+            " AND mid IS NOT NULL ORDER BY seq",
+            (RECENT_DELIVERIES,),
+        )
+        return {int(r[0]): int(r[1]) for r in rows}
+
+    async def replay(
+        self, streams: Sequence[str], chunk: int = 5000
+    ) -> AsyncIterator[tuple[int, str, str, float, dict[str, float], float]]:
+        """Every stored sample of these streams in learning order: seq, stream, key, ts, x, y."""
+        if not streams:
+            return
+        marks = ",".join("?" * len(streams))
+        last = 0
+        while True:
+            rows = await self._db.execute_fetchall(
+                "SELECT s.seq, r.stream, r.key, s.ts, s.x, s.y FROM samples s"
+                f" JOIN series r ON r.id = s.series WHERE s.seq > ? AND r.stream IN ({marks})"
+                " ORDER BY s.seq LIMIT ?",
+                (last, *streams, chunk),
+            )
+            if not rows:
+                return
+            for seq, stream, key, ts, x, y in rows:
+                yield int(seq), stream, key, float(ts), json.loads(x), float(y)
+            last = int(rows[-1][0])
+
+    # -- writing --------------------------------------------------------------------
+
+    async def write(self, batch: Batch) -> None:
+        """Write a batch in one transaction: one executemany per table, then commit."""
+        db = self._db
+        try:
+            if batch.series:
+                await db.executemany(
+                    "INSERT INTO series(id, stream, key, task, created) VALUES (?,?,?,?,?)",
+                    batch.series,
+                )
+            if batch.samples:
+                await db.executemany(
+                    "INSERT INTO samples(seq, series, ts, x, y, mid, hash) VALUES (?,?,?,?,?,?,?)",
+                    batch.samples,
+                )
+            if batch.predictions:
+                await db.executemany(
+                    "INSERT INTO predictions(seq, y_pred, error, model_version) VALUES (?,?,?,?)",
+                    batch.predictions,
+                )
+            if batch.events:
+                await db.executemany(
+                    "INSERT INTO events(ts, kind, stream, key, seq, data) VALUES (?,?,?,?,?,?)",
+                    batch.events,
+                )
+            if batch.summary:
+                await db.executemany(
+                    "INSERT OR REPLACE INTO summary(series, samples, last_seen, model_version,"
+                    " metrics, drifts, updated) VALUES (?,?,?,?,?,?,?)",
+                    batch.summary,
+                )
+            if batch.heartbeat is not None:
+                await self._heartbeat(batch.heartbeat)
+            await db.commit()
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: write failed: {exc}") from exc
+
+    async def _heartbeat(self, hb: Heartbeat) -> None:
+        await self._db.execute(
+            "INSERT OR REPLACE INTO daemon(id, pid, node, version, started, last_beat, stopped,"
+            " broker, received, rejected, learned, rate, bytes_written)"
+            " VALUES (1,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                hb.pid, hb.node, hb.version, hb.started, time.time(), hb.stopped, hb.broker,
+                hb.received, json.dumps(hb.rejected, sort_keys=True), hb.learned, hb.rate,
+                hb.bytes_written,
+            ),
+        )
+
+
+# -- reading, for the CLI (plain sqlite3: no event loop, and it works while the daemon writes) --
+
+
+def connect_readonly(path: Path) -> sqlite3.Connection:
+    if not path.exists():
+        raise StoreError(f"{path}: no database yet (has `edgeml run` started with this config?)")
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA busy_timeout=10000")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path}: cannot read the database: {exc}") from exc
+    if version > SCHEMA_VERSION:
+        conn.close()
+        raise StoreError(f"{path}: schema version {version} is newer than this edgeml ({SCHEMA_VERSION})")
+    return conn
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_status(path: Path, now: float | None = None) -> dict[str, Any]:
+    """The `edgeml status --json` document (a documented contract: extend, don't rename)."""
+    now = time.time() if now is None else now
+    conn = connect_readonly(path)
+    try:
+        if conn.execute("PRAGMA user_version").fetchone()[0] < 1:
+            return {"daemon": {"running": False}, "streams": []}
+        row = conn.execute("SELECT * FROM daemon WHERE id = 1").fetchone()
+        daemon: dict[str, Any] = {"running": False}
+        if row is not None:
+            rejected = json.loads(row["rejected"])
+            running = (
+                row["stopped"] is None
+                and now - row["last_beat"] < STALE_AFTER_S
+                and _pid_alive(row["pid"])
+            )
+            learned = row["learned"]
+            daemon = {
+                "running": running,
+                "pid": row["pid"],
+                "node": row["node"],
+                "version": row["version"],
+                "started": row["started"],
+                "uptime_s": round((now if running else row["last_beat"]) - row["started"], 1),
+                "last_beat": row["last_beat"],
+                "stopped": row["stopped"],
+                "broker": row["broker"] if running else "disconnected",
+                "broker_connected": running and row["broker"] == "connected",
+                "received": row["received"],
+                "rejected": sum(rejected.values()),
+                "rejected_by_reason": rejected,
+                "learned": learned,
+                "rate": row["rate"] if running else 0.0,
+                "bytes_written": row["bytes_written"],
+                "bytes_per_sample": (
+                    round(row["bytes_written"] / learned, 1)
+                    if row["bytes_written"] is not None and learned
+                    else None
+                ),
+            }
+        streams = []
+        for r in conn.execute(
+            "SELECT r.stream, r.key, r.task, m.samples, m.last_seen, m.model_version, m.metrics,"
+            " m.drifts FROM series r JOIN summary m ON m.series = r.id ORDER BY r.stream, r.key"
+        ):
+            streams.append(
+                {
+                    "stream": r["stream"],
+                    "key": r["key"],
+                    "task": r["task"],
+                    "samples": r["samples"],
+                    "last_seen": r["last_seen"],
+                    "model_version": r["model_version"],
+                    "metrics": json.loads(r["metrics"]),
+                    "drifts": r["drifts"],
+                }
+            )
+        return {"daemon": daemon, "streams": streams}
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path}: cannot read status: {exc}") from exc
+    finally:
+        conn.close()
