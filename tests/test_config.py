@@ -90,7 +90,9 @@ def test_minimal_config_has_documented_defaults(tmp_path: Path) -> None:
 
 
 def test_node_id_names_client_id_and_topics(tmp_path: Path) -> None:
-    path = write(tmp_path, '[node]\nid = "pi-kitchen"\n[mqtt]\ntopic_prefix = "home/ml"\n' + MINIMAL)
+    path = write(
+        tmp_path, '[node]\nid = "pi-kitchen"\n[mqtt]\ntopic_prefix = "home/ml"\n' + MINIMAL
+    )
     cfg = load(path)
     assert cfg.client_id == "edgeml-pi-kitchen"
     assert cfg.status_topic == "home/ml/pi-kitchen/status"
@@ -279,7 +281,9 @@ def test_key_level_beyond_the_topic(tmp_path: Path) -> None:
 
 
 def test_key_level_beyond_a_hash_filter_is_allowed(tmp_path: Path) -> None:
-    cfg = load(write(tmp_path, '[[stream]]\nname = "a"\ntopic = "t/#"\ntarget = "y"\nkey = "topic:3"\n'))
+    cfg = load(
+        write(tmp_path, '[[stream]]\nname = "a"\ntopic = "t/#"\ntarget = "y"\nkey = "topic:3"\n')
+    )
     assert cfg.stream[0].key_level == 3
 
 
@@ -339,7 +343,9 @@ def test_missing_file(tmp_path: Path) -> None:
 
 
 def test_bad_duration_values(tmp_path: Path) -> None:
-    path = write(tmp_path, '[mqtt]\nsession_expiry = "soon"\n[store]\nsummary_interval = "2"\n' + MINIMAL)
+    path = write(
+        tmp_path, '[mqtt]\nsession_expiry = "soon"\n[store]\nsummary_interval = "2"\n' + MINIMAL
+    )
     lines = error_lines(path)
     assert len(lines) == 2
     assert lines[0].startswith(f"{path}: mqtt.session_expiry: ")
@@ -453,7 +459,14 @@ def test_any_value_loads_or_raises_config_error(field: tuple[str, str], value: o
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("200ms", 0.2), ("30s", 30.0), ("5m", 300.0), ("24h", 86400.0), ("7d", 604800.0), ("1.5s", 1.5)],
+    [
+        ("200ms", 0.2),
+        ("30s", 30.0),
+        ("5m", 300.0),
+        ("24h", 86400.0),
+        ("7d", 604800.0),
+        ("1.5s", 1.5),
+    ],
 )
 def test_parse_duration(text: str, seconds: float) -> None:
     assert parse_duration(text) == pytest.approx(seconds)

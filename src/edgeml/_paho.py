@@ -22,7 +22,7 @@ __all__ = ["ack", "enable_manual_ack", "publish_nowait", "set_receiver"]
 
 
 def _paho(client: aiomqtt.Client) -> Any:
-    return client._client  # noqa: SLF001
+    return client._client
 
 
 def enable_manual_ack(client: aiomqtt.Client) -> None:

@@ -139,7 +139,9 @@ class MqttConfig(_Frozen):
         try:
             return self.password_file.read_text().strip()
         except OSError as exc:
-            raise ConfigError(f"mqtt.password_file: cannot read {self.password_file}: {exc}") from exc
+            raise ConfigError(
+                f"mqtt.password_file: cannot read {self.password_file}: {exc}"
+            ) from exc
 
 
 class DriftConfig(_Frozen):
@@ -194,7 +196,9 @@ class StreamConfig(_Frozen):
             level = int(self.key[6:])
             levels = self.topic.split("/")
             if level >= len(levels) and "#" not in levels:
-                raise ValueError(f"key {self.key!r}: topic {self.topic!r} has only {len(levels)} levels")
+                raise ValueError(
+                    f"key {self.key!r}: topic {self.topic!r} has only {len(levels)} levels"
+                )
         return self
 
     @property

@@ -75,7 +75,12 @@ class Daemon:
     async def _announce_ready(self) -> None:
         await self.session.subscribed.wait()
         self.ready.set()
-        log.info("ready", db=str(self.cfg.db_path), streams=[s.name for s in self.cfg.stream])
+        log.info(
+            "ready",
+            pid=os.getpid(),
+            db=str(self.cfg.db_path),
+            streams=[s.name for s in self.cfg.stream],
+        )
 
     async def _restore(self, store: Store) -> Pipeline:
         """Rebuild every model from the sample log, so a restart loses no learning."""
@@ -90,7 +95,12 @@ class Daemon:
             if n % 100_000 == 0:
                 log.info("replay_progress", samples=n)
         if n:
-            log.info("replayed", samples=n, models=len(pipeline.learners), seconds=round(time.monotonic() - t0, 2))
+            log.info(
+                "replayed",
+                samples=n,
+                models=len(pipeline.learners),
+                seconds=round(time.monotonic() - t0, 2),
+            )
             pipeline.add_summary()
         return pipeline
 

@@ -23,6 +23,7 @@ _MAX_DEPTH = 16
 MAX_ABS_VALUE = 1e15
 # Epoch numbers above this are milliseconds (1e11 s is the year 5138; 1e11 ms is 1973).
 _MS_THRESHOLD = 1e11
+_MAX_TS = 1e10  # the year 2286: anything later is a broken clock, not a reading time
 _KEY_OK = re.compile(r"^[^/+#\x00-\x1f]{1,64}$")
 
 
@@ -99,6 +100,8 @@ def _timestamp(value: Any) -> float | None:
             return None
         if ts > _MS_THRESHOLD:
             ts /= 1000.0
+        if ts > _MAX_TS:
+            return None
     elif isinstance(value, str):
         try:
             dt = datetime.fromisoformat(value)
@@ -107,6 +110,8 @@ def _timestamp(value: Any) -> float | None:
         if dt.tzinfo is None:
             dt = dt.replace(tzinfo=UTC)
         ts = dt.timestamp()
+        if ts > _MAX_TS:
+            return None
     else:
         return None
     return ts if math.isfinite(ts) and ts > 0 else None
@@ -147,10 +152,12 @@ class Decoder:
         ts = arrival
         if s.timestamp is not None:
             raw_ts = _get(value, s.timestamp)
-            if raw_ts is not _MISSING:
+            if raw_ts is not _MISSING and raw_ts is not None:
                 parsed = _timestamp(raw_ts)
                 if parsed is None:
-                    return self._reject(RejectReason.BAD_TIMESTAMP, f"{s.timestamp}={raw_ts!r}"[:80])
+                    return self._reject(
+                        RejectReason.BAD_TIMESTAMP, f"{s.timestamp}={raw_ts!r}"[:80]
+                    )
                 ts = parsed
         if s.features is None:
             x = self._auto_features(value)
@@ -186,7 +193,9 @@ class Decoder:
         if s.key_level is not None:
             levels = topic.split("/")
             if s.key_level >= len(levels):
-                return self._reject(RejectReason.BAD_KEY, f"topic {topic!r} has no level {s.key_level}")
+                return self._reject(
+                    RejectReason.BAD_KEY, f"topic {topic!r} has no level {s.key_level}"
+                )
             key = levels[s.key_level]
         elif s.key_field is not None:
             raw = _get(obj, s.key_field)

@@ -1,9 +1,10 @@
-"""The MQTT session: connect, subscribe, reconnect with backoff, deliveries in, acks and publishes out."""
+"""The MQTT session: connect, subscribe, reconnect with backoff; deliveries in, acks out."""
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import random
 import socket
@@ -84,7 +85,7 @@ class Session:
         self.inbox.append(
             Delivery(
                 message.topic,
-                message.payload,
+                bytes(message.payload),
                 message.qos,
                 message.mid,
                 bool(message.dup),
@@ -147,9 +148,11 @@ class Session:
         attempt = 0
         while not shutdown.is_set():
             self.state = "connecting"
+            # Before connecting: the broker's first messages can arrive in the same read as
+            # its CONNACK, before `async with` returns.
+            self.generation += 1
             try:
                 async with client:
-                    self.generation += 1
                     self.connects += 1
                     self.state = "connected"
                     await self._subscribe(client)
@@ -175,17 +178,15 @@ class Session:
                 delay = random.uniform(delay / 2, delay)
                 attempt += 1
                 log.warning("mqtt_disconnected", error=str(exc), retry_in_s=round(delay, 2))
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(shutdown.wait(), timeout=delay)
-                except TimeoutError:
-                    pass
         self.state = "disconnected"
 
     async def _subscribe(self, client: aiomqtt.Client) -> None:
         # Always subscribe again: a broker that restarted without persistence forgot us.
         granted = await client.subscribe([(t, 1) for t in self.topics])
         for topic, code in zip(self.topics, granted, strict=False):
-            value = code if isinstance(code, int) else code.value
+            value = code if isinstance(code, int) else int(getattr(code, "value", 0))
             if value >= 0x80:
                 log.error("mqtt_subscribe_refused", topic=topic, reason=str(code))
 

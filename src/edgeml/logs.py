@@ -56,7 +56,7 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
 
 
 class RateLimitedLog:
-    """At most `burst` lines per key per `window_s`; the next line reports how many were held back."""
+    """At most `burst` lines per key per `window_s`; the next says how many were held back."""
 
     def __init__(self, logger: Any, burst: int = 5, window_s: float = 60.0) -> None:
         self._log = logger

@@ -66,7 +66,9 @@ class Pipeline:
 
     # -- start-up -------------------------------------------------------------------
 
-    def replay(self, seq: int, stream: str, key: str, ts: float, x: dict[str, float], y: float) -> None:
+    def replay(
+        self, seq: int, stream: str, key: str, ts: float, x: dict[str, float], y: float
+    ) -> None:
         """Learn a stored sample again (after a restart); nothing is written or published."""
         if stream in self.streams:
             self._learner(stream, key).process(Sample(stream, key, ts, x, y), seq)
@@ -120,7 +122,9 @@ class Pipeline:
             detail=r.detail,
         )
 
-    def _learn(self, sample: Sample, d: Delivery, fingerprint: int | None, out: list[Outgoing]) -> None:
+    def _learn(
+        self, sample: Sample, d: Delivery, fingerprint: int | None, out: list[Outgoing]
+    ) -> None:
         stream = self.streams[sample.stream]
         learner = self._learner(sample.stream, sample.key)
         seq = self.next_seq
@@ -189,7 +193,7 @@ class Pipeline:
     # -- batching ---------------------------------------------------------------------
 
     def add_summary(self) -> None:
-        """Put the summary rows of every stream/key that learned since the last call in the batch."""
+        """Add summary rows for every stream/key that learned since the last call."""
         now = time.time()
         for sk in self.dirty:
             lr = self.learners[sk]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+
 __all__ = ["DriftEvent", "Outcome", "Reject", "RejectReason", "Sample"]
 
 

@@ -135,7 +135,11 @@ class Batch:
     @property
     def empty(self) -> bool:
         return not (
-            self.series or self.samples or self.events or self.summary or self.acks
+            self.series
+            or self.samples
+            or self.events
+            or self.summary
+            or self.acks
             or self.heartbeat
         )
 
@@ -149,7 +153,8 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
         )
     for target in range(version, SCHEMA_VERSION):
         # executescript commits first; the migration and its version bump commit together.
-        conn.executescript(f"BEGIN;\n{_MIGRATIONS[target]}\nPRAGMA user_version = {target + 1};\nCOMMIT;")
+        script = _MIGRATIONS[target]
+        conn.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {target + 1};\nCOMMIT;")
 
 
 class Store:
@@ -193,8 +198,9 @@ class Store:
     # -- state at start -------------------------------------------------------------
 
     async def next_seq(self) -> int:
-        rows = await self._db.execute_fetchall("SELECT COALESCE(MAX(seq), 0) + 1 FROM samples")
-        return int(next(iter(rows))[0])
+        async with self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM samples") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 1
 
     async def series(self) -> dict[tuple[str, str], int]:
         rows = await self._db.execute_fetchall("SELECT stream, key, id FROM series")
@@ -203,7 +209,8 @@ class Store:
     async def recent_deliveries(self) -> dict[int, int]:
         """mid -> payload hash of the latest stored deliveries, for redelivery detection."""
         rows = await self._db.execute_fetchall(
-            "SELECT mid, hash FROM samples WHERE seq > (SELECT COALESCE(MAX(seq), 0) FROM samples) - ?"
+            "SELECT mid, hash FROM samples"
+            " WHERE seq > (SELECT COALESCE(MAX(seq), 0) FROM samples) - ?"
             " AND mid IS NOT NULL ORDER BY seq",
             (RECENT_DELIVERIES,),
         )
@@ -218,11 +225,13 @@ class Store:
         marks = ",".join("?" * len(streams))
         last = 0
         while True:
-            rows = await self._db.execute_fetchall(
-                "SELECT s.seq, r.stream, r.key, s.ts, s.x, s.y FROM samples s"
-                f" JOIN series r ON r.id = s.series WHERE s.seq > ? AND r.stream IN ({marks})"
-                " ORDER BY s.seq LIMIT ?",
-                (last, *streams, chunk),
+            rows = list(
+                await self._db.execute_fetchall(
+                    "SELECT s.seq, r.stream, r.key, s.ts, s.x, s.y FROM samples s"
+                    f" JOIN series r ON r.id = s.series WHERE s.seq > ? AND r.stream IN ({marks})"
+                    " ORDER BY s.seq LIMIT ?",
+                    (last, *streams, chunk),
+                )
             )
             if not rows:
                 return
@@ -274,8 +283,17 @@ class Store:
             " broker, received, rejected, learned, rate, bytes_written)"
             " VALUES (1,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
-                hb.pid, hb.node, hb.version, hb.started, time.time(), hb.stopped, hb.broker,
-                hb.received, json.dumps(hb.rejected, sort_keys=True), hb.learned, hb.rate,
+                hb.pid,
+                hb.node,
+                hb.version,
+                hb.started,
+                time.time(),
+                hb.stopped,
+                hb.broker,
+                hb.received,
+                json.dumps(hb.rejected, sort_keys=True),
+                hb.learned,
+                hb.rate,
                 hb.bytes_written,
             ),
         )
@@ -296,7 +314,9 @@ def connect_readonly(path: Path) -> sqlite3.Connection:
         raise StoreError(f"{path}: cannot read the database: {exc}") from exc
     if version > SCHEMA_VERSION:
         conn.close()
-        raise StoreError(f"{path}: schema version {version} is newer than this edgeml ({SCHEMA_VERSION})")
+        raise StoreError(
+            f"{path}: schema version {version} is newer than this edgeml ({SCHEMA_VERSION})"
+        )
     return conn
 
 

@@ -24,7 +24,7 @@ class Learner:
         self.model_version = 1
         self.mae = metrics.MAE()
         self.rmse = metrics.RMSE()
-        self.rolling_mae = utils.Rolling(metrics.MAE, window_size=stream.rolling_window)
+        self.rolling_mae: Any = utils.Rolling(metrics.MAE, window_size=stream.rolling_window)
         self.adwin = drift.ADWIN(delta=stream.drift.delta)
         self.samples = 0
         self.drifts = 0
