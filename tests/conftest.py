@@ -144,6 +144,21 @@ async def wait_for(predicate: Any, timeout: float = 20.0, interval: float = 0.05
             await asyncio.sleep(interval)
 
 
+async def settle(cfg: Config, target: int, quiet_s: float = 3.0, timeout: float = 60.0) -> int:
+    """Wait until `target` samples are stored or the count stops moving; return the count."""
+    last, since = -1, time.monotonic()
+    async with asyncio.timeout(timeout):
+        while True:
+            n = sample_count(cfg)
+            if n >= target:
+                return n
+            if n != last:
+                last, since = n, time.monotonic()
+            elif time.monotonic() - since > quiet_s:
+                return n
+            await asyncio.sleep(0.05)
+
+
 @contextlib.asynccontextmanager
 async def running(cfg: Config) -> AsyncIterator[Daemon]:
     """An in-process daemon, ready (subscribed) on entry, stopped cleanly on exit."""

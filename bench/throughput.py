@@ -1,0 +1,838 @@
+"""Throughput: `edgeml run` against a bare aiomqtt subscriber, on the same private mosquitto.
+
+    python bench/throughput.py [-n 20000] [--qos 1] [--rounds 1] [--mode drain|live]
+
+Both subscribers run as their own process, so the CPU each one spends is read from
+/proc/<pid>/stat (utime + stime), without psutil.
+
+* bare: aiomqtt, QoS 1 subscription on a persistent session (MQTT 3.1.1, clean_session
+  False, fixed id, TCP_NODELAY like edgeml), `json.loads` on each payload, nothing else.
+* edgeml: `python -m edgeml run -c <config>`: one regression stream `bench/+/telemetry`, one
+  model per device (10 devices), a prediction published per reading, batches committed to
+  SQLite before the QoS 1 acknowledgement.
+
+Modes:
+
+* drain (default): start the subscriber once to create its persistent session, stop it,
+  publish N messages while it is away (the broker queues them), start it again and time the
+  drain: from its first delivery (edgeml: the arrival time of the first stored sample; bare:
+  its CONNACK) until all N are processed (edgeml: committed to SQLite). CPU is the process's
+  CPU over that same window, read from a 5 ms trace of /proc/<pid>/stat, so import and
+  start-up time are left out. The publisher's speed does not enter the figures.
+* live: the subscriber is up and subscribed; N messages are published as fast as the
+  publisher can (at most 500 QoS 1 messages unacknowledged); timed from the first publish
+  until all N are processed. The publisher's own rate is shown: if a subscriber's rate is
+  the publisher's, the publisher was the bottleneck.
+
+The script starts its own mosquitto on a free port (persistence off, unlimited queues,
+TCP_NODELAY) and needs nothing beyond what edgeml installs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import getpass
+import importlib.metadata
+import json
+import os
+import platform
+import queue
+import random
+import shlex
+import shutil
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+TOPIC_FILTER = "bench/+/telemetry"
+DEVICES = 10
+WINDOW = 500  # QoS 1 messages the publisher leaves unacknowledged at most
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+TRACE_EVERY_S = 0.005  # /proc/<pid>/stat
+POLL_DB_EVERY_S = 0.02  # SQLite
+STALL_S = 20.0  # no progress for this long: give up and report what is missing
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+
+def emit(doc: dict[str, Any]) -> None:
+    print(json.dumps(doc), flush=True)
+
+
+def progress(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+# -- children: the bare subscriber and the publisher --------------------------------------
+
+
+def bare_subscriber(port: int, client_id: str, n: int, qos: int, create_only: bool) -> None:
+    """Prints `subscribed`, then (unless create_only) `done` after N messages, then waits
+    for its stdin to close, so the parent reads the CPU of a finished but live process."""
+    import asyncio
+
+    import aiomqtt
+
+    async def main() -> None:
+        client = aiomqtt.Client(
+            "127.0.0.1",
+            port,
+            identifier=client_id,
+            clean_session=False,
+            protocol=aiomqtt.ProtocolVersion.V311,
+            socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
+        )
+        async with client:
+            t_connected = time.time()
+            await client.subscribe(TOPIC_FILTER, qos=qos)
+            emit({"event": "subscribed", "t_connected": t_connected, "t": time.time()})
+            if create_only:
+                return
+            count = 0
+            loads = json.loads
+            async for message in client.messages:
+                loads(message.payload)  # type: ignore[arg-type]
+                count += 1
+                if count >= n:
+                    break
+            emit({"event": "done", "t_connected": t_connected, "t_done": time.time(), "n": count})
+            await asyncio.to_thread(sys.stdin.readline)
+
+    asyncio.run(main())
+
+
+def make_messages(n: int, seed: int) -> list[tuple[str, bytes]]:
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        a, b, c = rng.uniform(0, 10), rng.uniform(-5, 5), rng.uniform(0, 100)
+        y = 2 * a - b + 0.05 * c + rng.gauss(0, 0.1)
+        body = {"a": round(a, 4), "b": round(b, 4), "c": round(c, 4), "y": round(y, 4)}
+        out.append((f"bench/dev{i % DEVICES}/telemetry", json.dumps(body).encode()))
+    return out
+
+
+def publisher(port: int, n: int, qos: int, window: int, seed: int) -> None:
+    """Publish N readings over 10 device topics with at most `window` unacknowledged.
+
+    paho directly (a network thread plus this one): it is faster than aiomqtt, and what is
+    measured is the subscriber. The window keeps packet ids from wrapping (API_NOTES)."""
+    import paho.mqtt.client as paho
+
+    messages = make_messages(n, seed)
+    slots = threading.Semaphore(window)
+    all_acked = threading.Event()
+    acked = 0
+
+    def on_publish(_c: Any, _u: Any, _mid: int, _rc: Any, _p: Any) -> None:
+        nonlocal acked
+        acked += 1
+        slots.release()
+        if acked == n:
+            all_acked.set()
+
+    connected = threading.Event()
+    client = paho.Client(
+        paho.CallbackAPIVersion.VERSION2,
+        client_id=f"bench-pub-{os.getpid()}",
+        protocol=paho.MQTTv311,
+    )
+    client.max_inflight_messages_set(window)
+    client.on_publish = on_publish
+    client.on_connect = lambda *_a: connected.set()
+    client.connect("127.0.0.1", port, keepalive=60)
+    client.loop_start()
+    if not connected.wait(10):
+        raise SystemExit("publisher: no CONNACK")
+    t_first = time.time()
+    for topic, payload in messages:
+        if qos:
+            slots.acquire()
+        info = client.publish(topic, payload, qos=qos)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            raise SystemExit(f"publisher: publish failed: {info.rc}")
+    if qos and not all_acked.wait(120):
+        raise SystemExit(f"publisher: only {acked} of {n} acknowledged")
+    t_last = time.time()
+    client.disconnect()
+    client.loop_stop()
+    emit({"t_first": t_first, "t_last": t_last, "n": n})
+
+
+# -- the broker and the things the parent watches ------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Broker:
+    """A private mosquitto (copied in spirit from tests/conftest.py; persistence off here)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        conf = self.workdir / "mosquitto.conf"
+        conf.write_text(
+            f"listener {self.port} 127.0.0.1\n"
+            "allow_anonymous true\n"
+            "persistence false\n"
+            "max_queued_messages 0\n"
+            "queue_qos0_messages true\n"
+            "set_tcp_nodelay true\n"
+            # Started as root, mosquitto would switch to user `mosquitto`, who cannot write here.
+            f"user {getpass.getuser()}\n"
+            f"log_dest file {self.workdir}/mosquitto.log\n"
+        )
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), 0.2),
+            ):
+                return
+            time.sleep(0.02)
+        raise RuntimeError(f"mosquitto did not listen on {self.port}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """utime + stime of a process (also of a zombie not reaped yet), in seconds."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    fields = data[data.rindex(b")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+@dataclass
+class Trace:
+    """(wall time, subscriber CPU s, broker CPU s) every few ms, for CPU at any instant."""
+
+    sub_pid: int
+    broker_pid: int
+    points: list[tuple[float, float, float]] = field(default_factory=list)
+
+    def sample(self) -> tuple[float, float, float]:
+        now = time.time()
+        point = (now, cpu_seconds(self.sub_pid) or 0.0, cpu_seconds(self.broker_pid) or 0.0)
+        self.points.append(point)
+        return point
+
+    def at(self, t: float) -> tuple[float, float]:
+        """CPU of (subscriber, broker) at time t, interpolated between the two samples around it."""
+        pts = self.points
+        if t <= pts[0][0]:
+            return pts[0][1], pts[0][2]
+        for (t0, s0, b0), (t1, s1, b1) in zip(pts, pts[1:], strict=False):
+            if t0 <= t <= t1:
+                w = (t - t0) / (t1 - t0) if t1 > t0 else 0.0
+                return s0 + w * (s1 - s0), b0 + w * (b1 - b0)
+        return pts[-1][1], pts[-1][2]
+
+
+class StatusMonitor:
+    """Watches `edgeml/+/status` (retained online/offline) with a paho client in a thread."""
+
+    def __init__(self, port: int) -> None:
+        import paho.mqtt.client as paho
+
+        self.events: queue.Queue[tuple[float, str, bytes]] = queue.Queue()
+        ready = threading.Event()
+        client = paho.Client(
+            paho.CallbackAPIVersion.VERSION2, client_id=f"bench-monitor-{os.getpid()}"
+        )
+        client.on_connect = lambda c, *_a: c.subscribe("edgeml/+/status", qos=1)
+        client.on_subscribe = lambda *_a: ready.set()
+        client.on_message = lambda _c, _u, m: self.events.put(
+            (time.time(), m.topic, bytes(m.payload))
+        )
+        client.connect("127.0.0.1", port)
+        client.loop_start()
+        if not ready.wait(10):
+            raise RuntimeError("status monitor did not subscribe")
+        self.client = client
+
+    def clear(self) -> None:
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self.events.get_nowait()
+
+    def poll(self, node: str, payload: bytes) -> float | None:
+        """Time the status of `node` became `payload` since the last call, if it did."""
+        found = None
+        with contextlib.suppress(queue.Empty):
+            while True:
+                t, topic, body = self.events.get_nowait()
+                if topic == f"edgeml/{node}/status" and body == payload and found is None:
+                    found = t
+        return found
+
+    def wait(
+        self, node: str, payload: bytes, proc: subprocess.Popen[bytes], timeout: float
+    ) -> float:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            t = self.poll(node, payload)
+            if t is not None:
+                return t
+            if proc.poll() is not None:
+                raise RuntimeError(f"edgeml exited with {proc.returncode} before {payload!r}")
+            time.sleep(0.02)
+        raise RuntimeError(f"edgeml did not report {payload!r} within {timeout} s")
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def forget_session(port: int, client_id: str, v5: bool) -> None:
+    """Connect clean with a subscriber's id, so the broker stops queueing for its old session."""
+    import paho.mqtt.client as paho
+
+    connected = threading.Event()
+    client = paho.Client(
+        paho.CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
+        **({} if v5 else {"clean_session": True}),
+    )
+    client.on_connect = lambda *_a: connected.set()
+    client.connect("127.0.0.1", port, **({"clean_start": True} if v5 else {}))
+    client.loop_start()
+    connected.wait(10)
+    client.disconnect()
+    client.loop_stop()
+
+
+# -- one measurement -------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    who: str
+    n: int  # messages the subscriber processed in the window
+    seconds: float
+    cpu_s: float
+    broker_cpu_s: float
+    exit_code: int | None = None
+    bytes_per_sample: float | None = None
+    publisher_rate: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.n / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def cpu_us(self) -> float:
+        return self.cpu_s / self.n * 1e6 if self.n else 0.0
+
+    @property
+    def broker_cpu_us(self) -> float:
+        return self.broker_cpu_s / self.n * 1e6 if self.n else 0.0
+
+
+@dataclass
+class Bench:
+    args: argparse.Namespace
+    tmp: Path
+    broker: Broker
+    monitor: StatusMonitor
+
+    @property
+    def script(self) -> str:
+        return str(Path(__file__).resolve())
+
+    def publish(self, seed: int) -> subprocess.Popen[bytes]:
+        a = self.args
+        return subprocess.Popen(
+            [sys.executable, self.script, "--publisher", "--port", str(self.broker.port)]
+            + ["-n", str(a.n), "--qos", str(a.qos), "--seed", str(seed)],
+            stdout=subprocess.PIPE,
+        )
+
+    def publish_wait(self, proc: subprocess.Popen[bytes]) -> dict[str, Any]:
+        out, _ = proc.communicate(timeout=180)
+        if proc.returncode != 0:
+            raise RuntimeError(f"publisher failed with {proc.returncode}")
+        doc: dict[str, Any] = json.loads(out.splitlines()[-1])
+        return doc
+
+    # -- bare ---------------------------------------------------------------------------------
+
+    def start_bare(self, client_id: str, create_only: bool) -> tuple[subprocess.Popen[bytes], Any]:
+        a = self.args
+        proc = subprocess.Popen(
+            [sys.executable, self.script, "--bare-subscriber", "--port", str(self.broker.port)]
+            + ["--client-id", client_id, "-n", str(a.n), "--qos", str(a.qos)]
+            + (["--create-only"] if create_only else []),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        lines: queue.Queue[dict[str, Any]] = queue.Queue()
+
+        def read() -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                lines.put(json.loads(line))
+
+        threading.Thread(target=read, daemon=True).start()
+        return proc, lines
+
+    @staticmethod
+    def wait_line(
+        proc: subprocess.Popen[bytes],
+        lines: queue.Queue[dict[str, Any]],
+        event: str,
+        timeout: float,
+        tick: Callable[[], None] | None = None,
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if tick is not None:
+                tick()
+            try:
+                doc = lines.get(timeout=TRACE_EVERY_S)
+            except queue.Empty:
+                if proc.poll() is not None and lines.empty():
+                    raise RuntimeError(f"bare subscriber exited ({proc.returncode})") from None
+                continue
+            if doc.get("event") == event:
+                return doc
+        raise RuntimeError(f"bare subscriber: no {event!r} within {timeout} s")
+
+    @staticmethod
+    def finish_bare(proc: subprocess.Popen[bytes]) -> int:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        return proc.wait(30)
+
+    def run_bare(self, rnd: int) -> Result:
+        a = self.args
+        client_id = f"bench-bare-{a.mode}-{rnd}"
+        broker_pid = self.broker.proc.pid  # type: ignore[union-attr]
+        try:
+            if a.mode == "drain":
+                proc, lines = self.start_bare(client_id, create_only=True)
+                self.wait_line(proc, lines, "subscribed", 30)
+                if proc.wait(30) != 0:
+                    raise RuntimeError(f"bare subscriber (create) exited {proc.returncode}")
+                pub = self.publish_wait(self.publish(seed=rnd))
+                proc, lines = self.start_bare(client_id, create_only=False)
+                trace = Trace(proc.pid, broker_pid)
+                done = self.wait_line(proc, lines, "done", 180, tick=trace.sample)
+                _, cpu_end, broker_end = trace.sample()
+                cpu_start, broker_start = trace.at(done["t_connected"])
+                t_start = done["t_connected"]
+            else:
+                proc, lines = self.start_bare(client_id, create_only=False)
+                self.wait_line(proc, lines, "subscribed", 30)
+                trace = Trace(proc.pid, broker_pid)
+                _, cpu_start, broker_start = trace.sample()
+                pub_proc = self.publish(seed=rnd)
+                done = self.wait_line(proc, lines, "done", 180)
+                _, cpu_end, broker_end = trace.sample()
+                pub = self.publish_wait(pub_proc)
+                t_start = pub["t_first"]
+            code = self.finish_bare(proc)
+        finally:
+            forget_session(self.broker.port, client_id, v5=False)
+        return Result(
+            who="bare",
+            n=done["n"],
+            seconds=done["t_done"] - t_start,
+            cpu_s=cpu_end - cpu_start,
+            broker_cpu_s=broker_end - broker_start,
+            exit_code=code,
+            publisher_rate=pub["n"] / (pub["t_last"] - pub["t_first"]),
+        )
+
+    # -- edgeml -------------------------------------------------------------------------------
+
+    def edgeml_config(self, workdir: Path, node: str) -> Path:
+        workdir.mkdir(parents=True, exist_ok=True)
+        path = workdir / "config.toml"
+        path.write_text(
+            f"""[node]
+id = "{node}"
+state_dir = "{workdir / "state"}"
+
+[mqtt]
+host = "127.0.0.1"
+port = {self.broker.port}
+
+[log]
+level = "warning"
+format = "json"
+
+[[stream]]
+name = "bench"
+topic = "{TOPIC_FILTER}"
+key = "topic:1"
+task = "regression"
+features = ["a", "b", "c"]
+target = "y"
+publish = "all"
+"""
+        )
+        return path
+
+    @staticmethod
+    def start_edgeml(config: Path) -> subprocess.Popen[bytes]:
+        with (config.parent / "edgeml.log").open("ab") as out:
+            return subprocess.Popen(
+                [sys.executable, "-m", "edgeml", "run", "-c", str(config)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+
+    @staticmethod
+    def stop_edgeml(proc: subprocess.Popen[bytes]) -> tuple[int, float]:
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+            return -9, time.monotonic() - t0
+        return code, time.monotonic() - t0
+
+    def wait_committed(
+        self, db_path: Path, proc: subprocess.Popen[bytes], trace: Trace | None, node: str
+    ) -> tuple[float, int, float | None]:
+        """Poll until N samples are committed: (time seen, count, time `online` was seen).
+
+        Polls `max(seq)` (an index lookup; seq counts 1, 2, ... in a fresh database and is
+        committed in order), and the caller checks `count(*)` afterwards."""
+        n = self.args.n
+        online = None
+        conn: sqlite3.Connection | None = None
+        last_poll = 0.0
+        last_count, last_change = -1, time.monotonic()
+        try:
+            while True:
+                if trace is not None:
+                    trace.sample()
+                if online is None:
+                    online = self.monitor.poll(node, b"online")
+                now = time.monotonic()
+                if now - last_poll >= POLL_DB_EVERY_S:
+                    last_poll = now
+                    count = 0
+                    with contextlib.suppress(sqlite3.Error):
+                        if conn is None and db_path.exists():
+                            conn = sqlite3.connect(db_path, timeout=1)
+                        if conn is not None:
+                            count = conn.execute("SELECT max(seq) FROM samples").fetchone()[0] or 0
+                    if count >= n:
+                        return time.time(), count, online
+                    if count != last_count:
+                        last_count, last_change = count, now
+                    elif now - last_change > STALL_S:
+                        return time.time(), count, online
+                if proc.poll() is not None:
+                    raise RuntimeError(f"edgeml exited with {proc.returncode} during the run")
+                time.sleep(TRACE_EVERY_S)
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def run_edgeml(self, rnd: int) -> Result:
+        a = self.args
+        node = f"bench-{a.mode}-{rnd}"
+        workdir = self.tmp / node
+        config = self.edgeml_config(workdir, node)
+        db_path = workdir / "state" / "edgeml.db"
+        broker_pid = self.broker.proc.pid  # type: ignore[union-attr]
+        notes: list[str] = []
+        self.monitor.clear()
+        proc = self.start_edgeml(config)
+        try:
+            self.monitor.wait(node, b"online", proc, 60)
+            if a.mode == "drain":
+                code, secs = self.stop_edgeml(proc)
+                if code != 0:
+                    notes.append(f"SIGTERM after creating the session: exit {code}")
+                pub = self.publish_wait(self.publish(seed=rnd))
+                self.monitor.clear()
+                proc = self.start_edgeml(config)
+                trace = Trace(proc.pid, broker_pid)
+                t_done, count, online = self.wait_committed(db_path, proc, trace, node)
+                _, cpu_end, broker_end = trace.sample()
+            else:
+                trace = Trace(proc.pid, broker_pid)
+                _, cpu_start, broker_start = trace.sample()
+                pub_proc = self.publish(seed=rnd)
+                t_done, count, online = self.wait_committed(db_path, proc, None, node)
+                _, cpu_end, broker_end = trace.sample()
+                pub = self.publish_wait(pub_proc)
+            code, stop_s = self.stop_edgeml(proc)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+            forget_session(self.broker.port, f"edgeml-{node}", v5=True)
+
+        with contextlib.closing(sqlite3.connect(db_path)) as conn:
+            samples, first_ts, last_ts = conn.execute(
+                "SELECT count(*), min(ts), max(ts) FROM samples"
+            ).fetchone()
+            predictions = conn.execute("SELECT count(*) FROM predictions").fetchone()[0]
+            row = conn.execute(
+                "SELECT learned, received, rejected, bytes_written, stopped FROM daemon"
+            ).fetchone()
+        if a.mode == "drain":
+            t_start = first_ts
+            cpu_start, broker_start = trace.at(first_ts)
+            if online is not None:
+                notes.append(
+                    f"status `online` seen {online - first_ts:.2f} s after the first delivery"
+                )
+        else:
+            t_start = pub["t_first"]
+        if samples != a.n or predictions != a.n:
+            notes.append(f"MISSING: {samples} samples, {predictions} predictions of {a.n}")
+        if code != 0:
+            notes.append(f"SIGTERM at the end: exit {code} after {stop_s:.1f} s")
+        bytes_per_sample = None
+        if row is None or row[4] is None:
+            notes.append("no heartbeat row with `stopped` set after SIGTERM")
+        else:
+            learned, received, rejected, written, _stopped = row
+            if received != learned or json.loads(rejected):
+                notes.append(f"received {received}, learned {learned}, rejected {rejected}")
+            if written is not None and learned:
+                bytes_per_sample = written / learned
+        notes.extend(self.log_problems(workdir / "edgeml.log"))
+        return Result(
+            who="edgeml",
+            n=count if count < a.n else a.n,
+            seconds=t_done - t_start,
+            cpu_s=cpu_end - cpu_start,
+            broker_cpu_s=broker_end - broker_start,
+            exit_code=code,
+            bytes_per_sample=bytes_per_sample,
+            publisher_rate=pub["n"] / (pub["t_last"] - pub["t_first"]),
+            notes=notes,
+        )
+
+    @staticmethod
+    def log_problems(log: Path) -> list[str]:
+        """Warnings and errors edgeml logged (config warnings about /etc/mosquitto aside)."""
+        seen: dict[str, int] = {}
+        for line in log.read_text(errors="replace").splitlines():
+            try:
+                doc = json.loads(line)
+            except ValueError:
+                seen[f"non-JSON output: {line[:100]}"] = seen.get(line[:100], 0) + 1
+                continue
+            if doc.get("event") == "config_warning":
+                continue
+            key = f"log {doc.get('level')}: {doc.get('event')}"
+            seen[key] = seen.get(key, 0) + 1
+        return [f"{k} (x{v})" for k, v in seen.items()]
+
+
+# -- report ----------------------------------------------------------------------------------
+
+
+def versions() -> str:
+    def v(dist: str) -> str:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            return "?"
+
+    try:
+        mosq = subprocess.run(
+            [MOSQUITTO, "-h"], capture_output=True, text=True, timeout=5, check=False
+        ).stdout.splitlines()[0]
+    except (OSError, IndexError, subprocess.TimeoutExpired):
+        mosq = "mosquitto ?"
+    return (
+        f"python {platform.python_version()}, aiomqtt {v('aiomqtt')}, paho-mqtt {v('paho-mqtt')}, "
+        f"river {v('river')}, edgeml {v('edgeml')}, SQLite {sqlite3.sqlite_version}, {mosq}"
+    )
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.machine()
+
+
+def median(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def fmt(v: float | None, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def report(args: argparse.Namespace, rounds: list[tuple[Result, Result]], started: str) -> int:
+    label = {"bare": "bare aiomqtt (json.loads only)", "edgeml": "edgeml run"}
+    mode = (
+        "drain: N queued while the subscriber was away, then drained"
+        if args.mode == "drain"
+        else "live: published while the subscriber runs"
+    )
+    print()
+    print(f"Throughput, {mode}; QoS {args.qos}, {DEVICES} device topics, N = {args.n}")
+    print(f"command: {shlex.join(sys.orig_argv)}")
+    print(f"date: {started}   nproc: {len(os.sched_getaffinity(0))}   cpu: {cpu_model()}")
+    print(f"versions: {versions()}")
+    what = "median of " + str(len(rounds)) + " rounds" if len(rounds) > 1 else "1 round"
+    print(f"figures: {what}")
+    print()
+    header = (
+        "| subscriber | messages | seconds | msgs/s | CPU µs/msg | broker CPU µs/msg "
+        "| SQLite B/sample | exit |"
+    )
+    if args.mode == "live":
+        header += " publisher msgs/s |"
+    print(header)
+    print("|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if args.mode == "live" else ""))
+    med: dict[str, dict[str, float | None]] = {}
+    for i, who in enumerate(("bare", "edgeml")):
+        rs = [r[i] for r in rounds]
+        m = med[who] = {
+            "n": median([r.n for r in rs]),
+            "seconds": median([r.seconds for r in rs]),
+            "rate": median([r.rate for r in rs]),
+            "cpu_us": median([r.cpu_us for r in rs]),
+            "broker_cpu_us": median([r.broker_cpu_us for r in rs]),
+            "bps": median([r.bytes_per_sample for r in rs]),
+            "pub": median([r.publisher_rate for r in rs]),
+        }
+        codes = sorted({str(r.exit_code) for r in rs})
+        line = (
+            f"| {label[who]} | {fmt(m['n'], '.0f')} | {fmt(m['seconds'], '.2f')} "
+            f"| {fmt(m['rate'], '.0f')} | {fmt(m['cpu_us'], '.0f')} "
+            f"| {fmt(m['broker_cpu_us'], '.0f')} | {fmt(m['bps'], '.0f')} | {','.join(codes)} |"
+        )
+        if args.mode == "live":
+            line += f" {fmt(m['pub'], '.0f')} |"
+        print(line)
+    ratio = (med["edgeml"]["rate"] or 0) / (med["bare"]["rate"] or 1)
+    print()
+    print(f"edgeml / bare msgs/s: {ratio:.2f}x (target >= 0.6x)")
+    if len(rounds) > 1:
+        for i, (b, e) in enumerate(rounds, 1):
+            print(
+                f"  round {i}: bare {b.rate:.0f} msgs/s {b.cpu_us:.0f} µs/msg; "
+                f"edgeml {e.rate:.0f} msgs/s {e.cpu_us:.0f} µs/msg; ratio {e.rate / b.rate:.2f}x"
+            )
+    if args.mode == "live":
+        for who in ("bare", "edgeml"):
+            rate, pub = med[who]["rate"] or 0, med[who]["pub"] or 0
+            if pub and rate >= 0.95 * pub:
+                print(
+                    f"note: {who} processed at the publisher's rate ({rate:.0f} vs {pub:.0f}"
+                    " msgs/s): the publisher, not the subscriber, set this figure"
+                )
+    problems = [(i, r.who, note) for i, pair in enumerate(rounds, 1) for r in pair for note in r.notes]
+    failed = False
+    for i, who, note in problems:
+        print(f"note (round {i}, {who}): {note}")
+        failed = failed or note.startswith(("MISSING", "SIGTERM", "no heartbeat"))
+    for i, pair in enumerate(rounds, 1):
+        for r in pair:
+            if r.exit_code != 0:
+                failed = True
+                print(f"PROBLEM (round {i}, {r.who}): exit code {r.exit_code}")
+    return 1 if failed else 0
+
+
+# -- main ------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("-n", type=int, default=20000, help="messages per measurement (20000)")
+    p.add_argument("--qos", type=int, choices=(0, 1), default=1, help="publish/subscribe QoS (1)")
+    p.add_argument("--rounds", type=int, default=1, help="repeat and print the median (1)")
+    p.add_argument("--mode", choices=("drain", "live"), default="drain", help="(drain)")
+    # The children this script runs of itself.
+    hidden = argparse.SUPPRESS
+    p.add_argument("--bare-subscriber", action="store_true", help=hidden)
+    p.add_argument("--publisher", action="store_true", help=hidden)
+    p.add_argument("--create-only", action="store_true", help=hidden)
+    p.add_argument("--port", type=int, help=hidden)
+    p.add_argument("--client-id", help=hidden)
+    p.add_argument("--seed", type=int, default=0, help=hidden)
+    return p.parse_args(argv)
+
+
+def main() -> int:
+    args = parse_args()
+    if args.bare_subscriber:
+        bare_subscriber(args.port, args.client_id, args.n, args.qos, args.create_only)
+        return 0
+    if args.publisher:
+        publisher(args.port, args.n, args.qos, WINDOW, args.seed)
+        return 0
+    if not Path(MOSQUITTO).exists():
+        progress("mosquitto is not installed (apt-get install mosquitto)")
+        return 2
+    started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    results: list[tuple[Result, Result]] = []
+    with tempfile.TemporaryDirectory(prefix="edgeml-bench-") as tmp:
+        workdir = Path(tmp)
+        broker = Broker(workdir)
+        broker.start()
+        monitor = StatusMonitor(broker.port)
+        bench = Bench(args, workdir, broker, monitor)
+        try:
+            for rnd in range(1, args.rounds + 1):
+                bare = bench.run_bare(rnd)
+                progress(
+                    f"round {rnd}/{args.rounds} bare:   {bare.n} msgs in {bare.seconds:.2f} s = "
+                    f"{bare.rate:.0f} msgs/s, {bare.cpu_us:.0f} µs CPU/msg "
+                    f"(publisher {bare.publisher_rate:.0f} msgs/s)"
+                )
+                edge = bench.run_edgeml(rnd)
+                progress(
+                    f"round {rnd}/{args.rounds} edgeml: {edge.n} msgs in {edge.seconds:.2f} s = "
+                    f"{edge.rate:.0f} msgs/s, {edge.cpu_us:.0f} µs CPU/msg "
+                    f"(publisher {edge.publisher_rate:.0f} msgs/s)"
+                    + "".join(f"\n  note: {n}" for n in edge.notes)
+                )
+                results.append((bare, edge))
+        finally:
+            monitor.stop()
+            broker.stop()
+    return report(args, results, started)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

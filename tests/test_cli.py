@@ -1,0 +1,99 @@
+"""The typer CLI driven with its runner against real config files and a real SQLite store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from edgeml.cli import app
+from tests.conftest import (
+    TELEMETRY,
+    Broker,
+    load_config,
+    publish_all,
+    running,
+    settle,
+    write_config,
+)
+from tests.test_daemon import telemetry
+
+runner = CliRunner()
+
+
+def test_check_valid_config_exits_0(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[mqtt]\nhost = "broker.example"\n' + TELEMETRY)
+    r = runner.invoke(app, ["check", "-c", str(path)], prog_name="edgeml")
+    assert r.exit_code == 0, r.output
+    assert f"{path}: ok (1 stream, broker broker.example:1883" in r.stdout
+
+
+def test_check_invalid_config_exits_2_naming_file_and_key(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[mqtt]\nhots = "x"\nport = "1883"\n' + TELEMETRY.replace('target = "t"\n', ""))
+    r = runner.invoke(app, ["check", "-c", str(path)], prog_name="edgeml")
+    assert r.exit_code == 2
+    assert f"{path}: mqtt.hots: unknown key (did you mean 'host'?)" in r.stderr
+    assert f"{path}: mqtt.port: " in r.stderr
+    assert f"{path}: stream.0.target: " in r.stderr
+
+
+def test_check_warns_about_protocol_311(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[mqtt]\nhost = "broker.example"\nprotocol = "3.1.1"\n' + TELEMETRY)
+    r = runner.invoke(app, ["check", "-c", str(path)], prog_name="edgeml")
+    assert r.exit_code == 0
+    assert "warning: mqtt.protocol = '3.1.1'" in r.stderr
+
+
+def test_config_from_environment_variable(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[mqtt]\nhost = "broker.example"\n' + TELEMETRY)
+    r = runner.invoke(app, ["check"], env={"EDGEML_CONFIG": str(path)}, prog_name="edgeml")
+    assert r.exit_code == 0, r.output
+
+
+def test_status_without_a_database_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[mqtt]\nhost = "broker.example"\n' + TELEMETRY)
+    r = runner.invoke(app, ["status", "-c", str(path)], prog_name="edgeml")
+    assert r.exit_code == 1
+    assert "no database yet" in r.stderr
+
+
+async def test_status_json_contract_and_table(broker: Broker, tmp_path: Path) -> None:
+    path = write_config(tmp_path, broker, TELEMETRY)
+    cfg = load_config(path)
+    async with running(cfg):
+        await publish_all(broker, telemetry(90, devices=3))
+        assert await settle(cfg, 90) == 90
+    r = runner.invoke(app, ["status", "-c", str(path), "--json"], prog_name="edgeml")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert set(doc) == {"daemon", "streams"}
+    daemon = doc["daemon"]
+    for key in ("running", "pid", "uptime_s", "broker", "received", "rejected", "learned", "rate"):
+        assert key in daemon
+    assert daemon["running"] is False
+    assert daemon["received"] == daemon["learned"] == 90
+    assert len(doc["streams"]) == 3
+    for row in doc["streams"]:
+        assert set(row) == {
+            "stream",
+            "key",
+            "task",
+            "samples",
+            "last_seen",
+            "model_version",
+            "metrics",
+            "drifts",
+        }
+        assert set(row["metrics"]) == {"mae", "rmse", "rolling_mae"}
+        assert row["samples"] == 30
+        assert row["task"] == "regression"
+    r = runner.invoke(app, ["status", "-c", str(path)], prog_name="edgeml")
+    assert r.exit_code == 0, r.output
+    assert "not running" in r.stdout
+    assert "dev0" in r.stdout and "dev2" in r.stdout
