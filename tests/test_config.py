@@ -359,7 +359,7 @@ hots = "broker"
 port = "1883"
 
 [store]
-flush_interval_ms = 0
+flush_interval_ms = -1
 
 [[stream]]
 name = "a"

@@ -90,6 +90,32 @@ def run(config: ConfigOpt = Path("config.toml")) -> None:
         raise typer.Exit(1) from None
 
 
+@app.command()
+def demo(
+    duration: Annotated[float, typer.Option(help="Seconds of simulated readings.", min=4)] = 30.0,
+    rate: Annotated[float, typer.Option(help="Readings per second per device.", min=1)] = 40.0,
+    seed: Annotated[int, typer.Option(help="Seed of the simulated sensors.")] = 7,
+    broker: Annotated[
+        str | None,
+        typer.Option(
+            help="HOST:PORT of a broker to use, or 'embedded' for amqtt in this process "
+            "(default: a private mosquitto if installed, else embedded)."
+        ),
+    ] = None,
+    state_dir: Annotated[
+        Path | None, typer.Option(help="Where to keep the demo's state (default: a temp dir).")
+    ] = None,
+) -> None:
+    """Zero setup: a private broker, three simulated sensors, one concept change, the daemon."""
+    from edgeml import logs
+    from edgeml.demo import run_demo
+
+    logs.configure("warning", "console")
+    result = asyncio.run(run_demo(duration, rate, seed, broker, state_dir))
+    if result.detected_at is None:
+        raise typer.Exit(1)
+
+
 def _ago(ts: float | None, now: float) -> str:
     if ts is None:
         return "-"

@@ -211,7 +211,7 @@ class StreamConfig(_Frozen):
 
 
 class StoreConfig(_Frozen):
-    flush_interval_ms: Annotated[StrictInt, Field(ge=1, le=60_000)] = 200
+    flush_interval_ms: Annotated[StrictInt, Field(ge=0, le=60_000)] = 200
     batch_size: Annotated[StrictInt, Field(ge=1, le=100_000)] = 500
     summary_interval: str = "2s"
 
