@@ -77,7 +77,9 @@ def progress(text: str) -> None:
 # -- children: the bare subscriber and the publisher --------------------------------------
 
 
-def bare_subscriber(port: int, client_id: str, n: int, qos: int, create_only: bool) -> None:
+def bare_subscriber(
+    port: int, client_id: str, n: int, qos: int, create_only: bool, protocol: str
+) -> None:
     """Prints `subscribed`, then (unless create_only) `done` after N messages, then waits
     for its stdin to close, so the parent reads the CPU of a finished but live process."""
     import asyncio
@@ -85,13 +87,26 @@ def bare_subscriber(port: int, client_id: str, n: int, qos: int, create_only: bo
     import aiomqtt
 
     async def main() -> None:
+        session: dict[str, Any] = {"clean_session": False, "protocol": aiomqtt.ProtocolVersion.V311}
+        if protocol == "5":
+            # What edgeml does: a session that outlives the connection, 1000 in flight.
+            from paho.mqtt.packettypes import PacketTypes
+            from paho.mqtt.properties import Properties
+
+            props = Properties(PacketTypes.CONNECT)
+            props.ReceiveMaximum = 1000
+            props.SessionExpiryInterval = 3600
+            session = {
+                "protocol": aiomqtt.ProtocolVersion.V5,
+                "clean_start": False,
+                "properties": props,
+            }
         client = aiomqtt.Client(
             "127.0.0.1",
             port,
             identifier=client_id,
-            clean_session=False,
-            protocol=aiomqtt.ProtocolVersion.V311,
             socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
+            **session,
         )
         async with client:
             t_connected = time.time()
@@ -390,6 +405,7 @@ class Bench:
         proc = subprocess.Popen(
             [sys.executable, self.script, "--bare-subscriber", "--port", str(self.broker.port)]
             + ["--client-id", client_id, "-n", str(a.n), "--qos", str(a.qos)]
+            + ["--bare-protocol", a.bare_protocol]
             + (["--create-only"] if create_only else []),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -461,7 +477,7 @@ class Bench:
                 t_start = pub["t_first"]
             code = self.finish_bare(proc)
         finally:
-            forget_session(self.broker.port, client_id, v5=False)
+            forget_session(self.broker.port, client_id, v5=a.bare_protocol == "5")
         return Result(
             who="bare",
             n=done["n"],
@@ -497,7 +513,7 @@ key = "topic:1"
 task = "regression"
 features = ["a", "b", "c"]
 target = "y"
-publish = "all"
+publish = "{self.args.edgeml_publish}"
 """
         )
         return path
@@ -782,6 +798,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--qos", type=int, choices=(0, 1), default=1, help="publish/subscribe QoS (1)")
     p.add_argument("--rounds", type=int, default=1, help="repeat and print the median (1)")
     p.add_argument("--mode", choices=("drain", "live"), default="drain", help="(drain)")
+    p.add_argument(
+        "--bare-protocol",
+        choices=("3.1.1", "5"),
+        default="3.1.1",
+        help="the bare subscriber's MQTT version (3.1.1: clean_session False; 5: like edgeml,\n"
+        "session expiry and Receive Maximum 1000)",
+    )
+    p.add_argument(
+        "--edgeml-publish",
+        choices=("all", "none"),
+        default="all",
+        help="the stream's `publish` setting (all: one prediction per reading)",
+    )
     # The children this script runs of itself.
     hidden = argparse.SUPPRESS
     p.add_argument("--bare-subscriber", action="store_true", help=hidden)
@@ -796,7 +825,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main() -> int:
     args = parse_args()
     if args.bare_subscriber:
-        bare_subscriber(args.port, args.client_id, args.n, args.qos, args.create_only)
+        bare_subscriber(
+            args.port, args.client_id, args.n, args.qos, args.create_only, args.bare_protocol
+        )
         return 0
     if args.publisher:
         publisher(args.port, args.n, args.qos, WINDOW, args.seed)

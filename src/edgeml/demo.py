@@ -1,14 +1,14 @@
-"""`edgeml demo`: a private broker, simulated sensors with a concept change, and the daemon, live."""
+"""`edgeml demo`: a private broker, simulated sensors with a concept change, the daemon, live."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import os
 import random
 import shutil
 import socket
-import subprocess
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
@@ -60,13 +60,14 @@ async def private_broker(
 ) -> AsyncIterator[tuple[str, int, str]]:
     """A broker only this demo uses: mosquitto if installed (unless `embedded`), else amqtt."""
     port = _free_port()
-    mosquitto = shutil.which("mosquitto") or (
-        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
-    )
+    # Debian installs it in /usr/sbin, which is not on a normal user's PATH.
+    mosquitto = shutil.which("mosquitto", path=os.environ.get("PATH", "") + ":/usr/sbin")
     if mosquitto and not embedded:
         conf = workdir / "mosquitto.conf"
         conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
-        proc = subprocess.Popen([mosquitto, "-c", str(conf)], stderr=subprocess.DEVNULL)
+        proc = await asyncio.create_subprocess_exec(
+            mosquitto, "-c", str(conf), stderr=asyncio.subprocess.DEVNULL
+        )
         try:
             for _ in range(200):
                 with (
@@ -78,7 +79,7 @@ async def private_broker(
             yield "127.0.0.1", port, "5"
         finally:
             proc.terminate()
-            proc.wait(10)
+            await proc.wait()
         return
     try:
         from amqtt.broker import Broker  # type: ignore[import-untyped]
