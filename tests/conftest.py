@@ -42,12 +42,13 @@ class Broker:
     port: int = field(default_factory=free_port)
     host: str = "127.0.0.1"
     proc: subprocess.Popen[bytes] | None = None
+    listener_conf: str = "allow_anonymous true\n"
 
     def start(self) -> None:
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
+            f"{self.listener_conf}"
             "persistence true\n"
             f"persistence_location {self.workdir}/\n"
             "max_queued_messages 0\n"
@@ -85,6 +86,43 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
     workdir = tmp_path / "broker"
     workdir.mkdir()
     b = Broker(workdir)
+    b.start()
+    yield b
+    b.stop()
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture
+def secure_broker(tmp_path: Path) -> Iterator[Broker]:
+    """A mosquitto that wants TLS (our own CA) and a username/password."""
+    workdir = tmp_path / "secure-broker"
+    workdir.mkdir()
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
+             "-keyout", "ca.key", "-out", "ca.crt", cwd=workdir)  # fmt: skip
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+             "-keyout", "server.key", "-out", "server.csr", cwd=workdir)  # fmt: skip
+    (workdir / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+             "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "server.crt",
+             cwd=workdir)  # fmt: skip
+    subprocess.run(
+        ["mosquitto_passwd", "-b", "-c", str(workdir / "passwd"), "edge", "s3cret"],
+        check=True,
+        capture_output=True,
+    )
+    b = Broker(
+        workdir,
+        listener_conf=(
+            "allow_anonymous false\n"
+            f"password_file {workdir}/passwd\n"
+            f"cafile {workdir}/ca.crt\n"
+            f"certfile {workdir}/server.crt\n"
+            f"keyfile {workdir}/server.key\n"
+        ),
+    )
     b.start()
     yield b
     b.stop()

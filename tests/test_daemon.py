@@ -186,3 +186,22 @@ async def test_predictions_stay_finite_for_extreme_but_valid_readings(
     preds = [p for (p,) in db_rows(cfg, "SELECT y_pred FROM predictions")]
     assert len(preds) == 200
     assert all(math.isfinite(p) for p in preds)
+
+
+async def test_publish_none_sends_no_predictions(broker: Broker, tmp_path: Path) -> None:
+    streams = TELEMETRY + 'publish = "none"\n'
+    cfg = load_config(write_config(tmp_path, broker, streams))
+    seen: list[str] = []
+    async with running(cfg), aiomqtt.Client(broker.host, broker.port) as sub:
+        await sub.subscribe(f"edgeml/{cfg.node.id}/#", qos=0)
+
+        async def collect() -> None:
+            async for m in sub.messages:
+                seen.append(m.topic.value)
+
+        collector = asyncio.create_task(collect())
+        await publish_all(broker, telemetry(60))
+        await wait_for(lambda: sample_count(cfg) == 60)
+        await asyncio.sleep(0.3)
+        collector.cancel()
+    assert seen == [cfg.status_topic]  # the retained `online`, and nothing else

@@ -66,12 +66,13 @@ class Daemon:
                 tg.create_task(self.session.run(shutdown), name="session")
                 tg.create_task(self._store_loop(store), name="store")
                 learner = tg.create_task(self._learn_loop(pipeline, stop), name="learn")
-                tg.create_task(self._announce_ready(), name="ready")
+                announcer = tg.create_task(self._announce_ready(), name="ready")
                 # The learner returns after the last batch is queued; the writer after it is
                 # committed and acknowledged; only then does the session say offline and leave.
                 await learner
                 await self._batches.join()
                 shutdown.set()
+                announcer.cancel()  # never connected: nothing to announce
         log.info(
             "stopped",
             learned=pipeline.learned,

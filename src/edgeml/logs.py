@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -58,14 +59,21 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
 class RateLimitedLog:
     """At most `burst` lines per key per `window_s`; the next says how many were held back."""
 
-    def __init__(self, logger: Any, burst: int = 5, window_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        logger: Any,
+        burst: int = 5,
+        window_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._log = logger
         self._burst = burst
         self._window = window_s
+        self._clock = clock
         self._state: dict[str, list[float]] = {}  # key -> [window start, count, suppressed]
 
     def warning(self, event: str, key: str, **fields: Any) -> None:
-        now = time.monotonic()
+        now = self._clock()
         state = self._state.get(key)
         if state is None or now - state[0] >= self._window:
             suppressed = int(state[2]) if state else 0
