@@ -32,6 +32,10 @@ log = structlog.get_logger("edgeml.pipeline")
 Outgoing = tuple[str, bytes, int]  # topic, payload, qos
 
 
+# One encoder for the hot path: json.dumps with any option builds a new encoder per call.
+_compact = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def delivery_hash(topic: str, payload: bytes) -> int:
     """A signed 64-bit fingerprint of one message, as SQLite stores integers."""
     digest = hashlib.blake2b(topic.encode() + b"\0" + payload, digest_size=8).digest()
@@ -138,7 +142,7 @@ class Pipeline:
                 seq,
                 sid,
                 sample.ts,
-                json.dumps(sample.x, separators=(",", ":")),
+                _compact(sample.x),
                 sample.y,
                 d.mid if d.qos else None,
                 fingerprint,

@@ -16,16 +16,15 @@ def prediction_topic(prefix: str, node: str, stream: str, key: str) -> str:
 
 
 def prediction_message(outcome: Outcome) -> bytes:
-    """`{"ts", "y", "y_pred", "error", "model_version"}` as compact JSON."""
-    return json.dumps(
-        {
-            "ts": outcome.sample.ts,
-            "y": outcome.sample.y,
-            "y_pred": outcome.y_pred,
-            "error": outcome.error,
-            "model_version": outcome.model_version,
-        },
-        separators=(",", ":"),
+    """`{"ts", "y", "y_pred", "error", "model_version"}` as compact JSON.
+
+    Formatted by hand: this runs once per reading, and every number in it is finite (the
+    decoder and the learner guarantee it), so a float's repr is valid JSON.
+    """
+    s = outcome.sample
+    return (
+        f'{{"ts":{s.ts!r},"y":{s.y!r},"y_pred":{outcome.y_pred!r},'
+        f'"error":{outcome.error!r},"model_version":{outcome.model_version}}}'
     ).encode()
 
 
