@@ -35,6 +35,7 @@ import contextlib
 import datetime as dt
 import getpass
 import importlib.metadata
+import itertools
 import json
 import os
 import platform
@@ -117,7 +118,7 @@ def bare_subscriber(
             count = 0
             loads = json.loads
             async for message in client.messages:
-                loads(message.payload)  # type: ignore[arg-type]
+                loads(message.payload)
                 count += 1
                 if count >= n:
                     break
@@ -141,47 +142,48 @@ def make_messages(n: int, seed: int) -> list[tuple[str, bytes]]:
 def publisher(port: int, n: int, qos: int, window: int, seed: int) -> None:
     """Publish N readings over 10 device topics with at most `window` unacknowledged.
 
-    paho directly (a network thread plus this one): it is faster than aiomqtt, and what is
-    measured is the subscriber. The window keeps packet ids from wrapping (API_NOTES)."""
+    paho, on one thread (its own network thread made it slower: GIL hand-offs), because
+    what is measured is the subscriber. The window keeps packet ids from wrapping (API_NOTES).
+    """
     import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
 
     messages = make_messages(n, seed)
-    slots = threading.Semaphore(window)
-    all_acked = threading.Event()
     acked = 0
 
     def on_publish(_c: Any, _u: Any, _mid: int, _rc: Any, _p: Any) -> None:
         nonlocal acked
         acked += 1
-        slots.release()
-        if acked == n:
-            all_acked.set()
 
-    connected = threading.Event()
     client = paho.Client(
-        paho.CallbackAPIVersion.VERSION2,
+        CallbackAPIVersion.VERSION2,
         client_id=f"bench-pub-{os.getpid()}",
         protocol=paho.MQTTv311,
     )
     client.max_inflight_messages_set(window)
     client.on_publish = on_publish
-    client.on_connect = lambda *_a: connected.set()
     client.connect("127.0.0.1", port, keepalive=60)
-    client.loop_start()
-    if not connected.wait(10):
-        raise SystemExit("publisher: no CONNACK")
+    deadline = time.monotonic() + 10
+    while not client.is_connected():
+        if time.monotonic() > deadline:
+            raise SystemExit("publisher: no CONNACK")
+        client.loop(0.01)
     t_first = time.time()
-    for topic, payload in messages:
-        if qos:
-            slots.acquire()
-        info = client.publish(topic, payload, qos=qos)
-        if info.rc != paho.MQTT_ERR_SUCCESS:
-            raise SystemExit(f"publisher: publish failed: {info.rc}")
-    if qos and not all_acked.wait(120):
-        raise SystemExit(f"publisher: only {acked} of {n} acknowledged")
+    sent = 0
+    deadline = time.monotonic() + 120
+    while acked < n:
+        while sent < n and (not qos or sent - acked < window):
+            info = client.publish(*messages[sent], qos=qos)
+            if info.rc != paho.MQTT_ERR_SUCCESS:
+                raise SystemExit(f"publisher: publish failed: {info.rc}")
+            sent += 1
+        # Reads PUBACKs and writes what is pending; on_publish counts a QoS 0 message once
+        # written.
+        client.loop(0.01)
+        if time.monotonic() > deadline:
+            raise SystemExit(f"publisher: only {acked} of {n} acknowledged")
     t_last = time.time()
     client.disconnect()
-    client.loop_stop()
     emit({"t_first": t_first, "t_last": t_last, "n": n})
 
 
@@ -244,30 +246,51 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds all processes on the machine have used (every field of /proc/stat's
+    `cpu` line but idle and iowait)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    ticks = [int(f) for f in fields[:8]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / CLK_TCK
+
+
+def own_cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
 @dataclass
 class Trace:
-    """(wall time, subscriber CPU s, broker CPU s) every few ms, for CPU at any instant."""
+    """Every few ms: (wall time, subscriber CPU s, broker CPU s, CPU s of everything else on
+    the machine), so the CPU at any instant can be read back."""
 
     sub_pid: int
     broker_pid: int
-    points: list[tuple[float, float, float]] = field(default_factory=list)
+    points: list[tuple[float, float, float, float]] = field(default_factory=list)
 
-    def sample(self) -> tuple[float, float, float]:
+    def sample(self) -> tuple[float, float, float, float]:
         now = time.time()
-        point = (now, cpu_seconds(self.sub_pid) or 0.0, cpu_seconds(self.broker_pid) or 0.0)
+        sub = cpu_seconds(self.sub_pid) or 0.0
+        broker = cpu_seconds(self.broker_pid) or 0.0
+        others = machine_busy_seconds() - sub - broker - own_cpu_seconds()
+        point = (now, sub, broker, others)
         self.points.append(point)
         return point
 
-    def at(self, t: float) -> tuple[float, float]:
-        """CPU of (subscriber, broker) at time t, interpolated between the two samples around it."""
+    def at(self, t: float) -> tuple[float, float, float]:
+        """CPU of (subscriber, broker, others) at time t, interpolated between two samples."""
         pts = self.points
         if t <= pts[0][0]:
-            return pts[0][1], pts[0][2]
-        for (t0, s0, b0), (t1, s1, b1) in zip(pts, pts[1:], strict=False):
-            if t0 <= t <= t1:
-                w = (t - t0) / (t1 - t0) if t1 > t0 else 0.0
-                return s0 + w * (s1 - s0), b0 + w * (b1 - b0)
-        return pts[-1][1], pts[-1][2]
+            return pts[0][1:]
+        for p0, p1 in itertools.pairwise(pts):
+            if p0[0] <= t <= p1[0]:
+                w = (t - p0[0]) / (p1[0] - p0[0]) if p1[0] > p0[0] else 0.0
+                return (
+                    p0[1] + w * (p1[1] - p0[1]),
+                    p0[2] + w * (p1[2] - p0[2]),
+                    p0[3] + w * (p1[3] - p0[3]),
+                )
+        return pts[-1][1:]
 
 
 class StatusMonitor:
@@ -275,12 +298,11 @@ class StatusMonitor:
 
     def __init__(self, port: int) -> None:
         import paho.mqtt.client as paho
+        from paho.mqtt.enums import CallbackAPIVersion
 
         self.events: queue.Queue[tuple[float, str, bytes]] = queue.Queue()
         ready = threading.Event()
-        client = paho.Client(
-            paho.CallbackAPIVersion.VERSION2, client_id=f"bench-monitor-{os.getpid()}"
-        )
+        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-monitor-{os.getpid()}")
         client.on_connect = lambda c, *_a: c.subscribe("edgeml/+/status", qos=1)
         client.on_subscribe = lambda *_a: ready.set()
         client.on_message = lambda _c, _u, m: self.events.put(
@@ -328,16 +350,19 @@ class StatusMonitor:
 def forget_session(port: int, client_id: str, v5: bool) -> None:
     """Connect clean with a subscriber's id, so the broker stops queueing for its old session."""
     import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
 
     connected = threading.Event()
-    client = paho.Client(
-        paho.CallbackAPIVersion.VERSION2,
-        client_id=client_id,
-        protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
-        **({} if v5 else {"clean_session": True}),
-    )
+    api = CallbackAPIVersion.VERSION2
+    if v5:
+        client = paho.Client(api, client_id=client_id, protocol=paho.MQTTv5)
+    else:
+        client = paho.Client(api, client_id=client_id, protocol=paho.MQTTv311, clean_session=True)
     client.on_connect = lambda *_a: connected.set()
-    client.connect("127.0.0.1", port, **({"clean_start": True} if v5 else {}))
+    if v5:
+        client.connect("127.0.0.1", port, clean_start=True)
+    else:
+        client.connect("127.0.0.1", port)
     client.loop_start()
     connected.wait(10)
     client.disconnect()
@@ -354,6 +379,7 @@ class Result:
     seconds: float
     cpu_s: float
     broker_cpu_s: float
+    others_cpu_s: float = 0.0  # every other process on the machine (live: the publisher too)
     exit_code: int | None = None
     bytes_per_sample: float | None = None
     publisher_rate: float | None = None
@@ -371,6 +397,11 @@ class Result:
     def broker_cpu_us(self) -> float:
         return self.broker_cpu_s / self.n * 1e6 if self.n else 0.0
 
+    @property
+    def others_cores(self) -> float:
+        """How busy the rest of the machine was during the window, in cores."""
+        return max(0.0, self.others_cpu_s) / self.seconds if self.seconds > 0 else 0.0
+
 
 @dataclass
 class Bench:
@@ -385,11 +416,9 @@ class Bench:
 
     def publish(self, seed: int) -> subprocess.Popen[bytes]:
         a = self.args
-        return subprocess.Popen(
-            [sys.executable, self.script, "--publisher", "--port", str(self.broker.port)]
-            + ["-n", str(a.n), "--qos", str(a.qos), "--seed", str(seed)],
-            stdout=subprocess.PIPE,
-        )
+        cmd = [sys.executable, self.script, "--publisher", "--port", str(self.broker.port)]
+        cmd += ["-n", str(a.n), "--qos", str(a.qos), "--seed", str(seed)]
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE)
 
     def publish_wait(self, proc: subprocess.Popen[bytes]) -> dict[str, Any]:
         out, _ = proc.communicate(timeout=180)
@@ -402,11 +431,11 @@ class Bench:
 
     def start_bare(self, client_id: str, create_only: bool) -> tuple[subprocess.Popen[bytes], Any]:
         a = self.args
+        cmd = [sys.executable, self.script, "--bare-subscriber", "--port", str(self.broker.port)]
+        cmd += ["--client-id", client_id, "-n", str(a.n), "--qos", str(a.qos)]
+        cmd += ["--bare-protocol", a.bare_protocol, *(["--create-only"] if create_only else [])]
         proc = subprocess.Popen(
-            [sys.executable, self.script, "--bare-subscriber", "--port", str(self.broker.port)]
-            + ["--client-id", client_id, "-n", str(a.n), "--qos", str(a.qos)]
-            + ["--bare-protocol", a.bare_protocol]
-            + (["--create-only"] if create_only else []),
+            cmd,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )
@@ -426,7 +455,7 @@ class Bench:
         lines: queue.Queue[dict[str, Any]],
         event: str,
         timeout: float,
-        tick: Callable[[], None] | None = None,
+        tick: Callable[[], object] | None = None,
     ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -452,6 +481,7 @@ class Bench:
         a = self.args
         client_id = f"bench-bare-{a.mode}-{rnd}"
         broker_pid = self.broker.proc.pid  # type: ignore[union-attr]
+        proc: subprocess.Popen[bytes] | None = None
         try:
             if a.mode == "drain":
                 proc, lines = self.start_bare(client_id, create_only=True)
@@ -462,21 +492,24 @@ class Bench:
                 proc, lines = self.start_bare(client_id, create_only=False)
                 trace = Trace(proc.pid, broker_pid)
                 done = self.wait_line(proc, lines, "done", 180, tick=trace.sample)
-                _, cpu_end, broker_end = trace.sample()
-                cpu_start, broker_start = trace.at(done["t_connected"])
+                _, cpu_end, broker_end, others_end = trace.sample()
+                cpu_start, broker_start, others_start = trace.at(done["t_connected"])
                 t_start = done["t_connected"]
             else:
                 proc, lines = self.start_bare(client_id, create_only=False)
                 self.wait_line(proc, lines, "subscribed", 30)
                 trace = Trace(proc.pid, broker_pid)
-                _, cpu_start, broker_start = trace.sample()
+                _, cpu_start, broker_start, others_start = trace.sample()
                 pub_proc = self.publish(seed=rnd)
                 done = self.wait_line(proc, lines, "done", 180)
-                _, cpu_end, broker_end = trace.sample()
+                _, cpu_end, broker_end, others_end = trace.sample()
                 pub = self.publish_wait(pub_proc)
                 t_start = pub["t_first"]
             code = self.finish_bare(proc)
         finally:
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
             forget_session(self.broker.port, client_id, v5=a.bare_protocol == "5")
         return Result(
             who="bare",
@@ -484,6 +517,7 @@ class Bench:
             seconds=done["t_done"] - t_start,
             cpu_s=cpu_end - cpu_start,
             broker_cpu_s=broker_end - broker_start,
+            others_cpu_s=others_end - others_start,
             exit_code=code,
             publisher_rate=pub["n"] / (pub["t_last"] - pub["t_first"]),
         )
@@ -593,7 +627,7 @@ publish = "{self.args.edgeml_publish}"
         try:
             self.monitor.wait(node, b"online", proc, 60)
             if a.mode == "drain":
-                code, secs = self.stop_edgeml(proc)
+                code, _ = self.stop_edgeml(proc)
                 if code != 0:
                     notes.append(f"SIGTERM after creating the session: exit {code}")
                 pub = self.publish_wait(self.publish(seed=rnd))
@@ -601,13 +635,13 @@ publish = "{self.args.edgeml_publish}"
                 proc = self.start_edgeml(config)
                 trace = Trace(proc.pid, broker_pid)
                 t_done, count, online = self.wait_committed(db_path, proc, trace, node)
-                _, cpu_end, broker_end = trace.sample()
+                _, cpu_end, broker_end, others_end = trace.sample()
             else:
                 trace = Trace(proc.pid, broker_pid)
-                _, cpu_start, broker_start = trace.sample()
+                _, cpu_start, broker_start, others_start = trace.sample()
                 pub_proc = self.publish(seed=rnd)
                 t_done, count, online = self.wait_committed(db_path, proc, None, node)
-                _, cpu_end, broker_end = trace.sample()
+                _, cpu_end, broker_end, others_end = trace.sample()
                 pub = self.publish_wait(pub_proc)
             code, stop_s = self.stop_edgeml(proc)
         finally:
@@ -617,16 +651,14 @@ publish = "{self.args.edgeml_publish}"
             forget_session(self.broker.port, f"edgeml-{node}", v5=True)
 
         with contextlib.closing(sqlite3.connect(db_path)) as conn:
-            samples, first_ts, last_ts = conn.execute(
-                "SELECT count(*), min(ts), max(ts) FROM samples"
-            ).fetchone()
+            samples, first_ts = conn.execute("SELECT count(*), min(ts) FROM samples").fetchone()
             predictions = conn.execute("SELECT count(*) FROM predictions").fetchone()[0]
             row = conn.execute(
                 "SELECT learned, received, rejected, bytes_written, stopped FROM daemon"
             ).fetchone()
         if a.mode == "drain":
             t_start = first_ts
-            cpu_start, broker_start = trace.at(first_ts)
+            cpu_start, broker_start, others_start = trace.at(first_ts)
             if online is not None:
                 notes.append(
                     f"status `online` seen {online - first_ts:.2f} s after the first delivery"
@@ -653,6 +685,7 @@ publish = "{self.args.edgeml_publish}"
             seconds=t_done - t_start,
             cpu_s=cpu_end - cpu_start,
             broker_cpu_s=broker_end - broker_start,
+            others_cpu_s=others_end - others_start,
             exit_code=code,
             bytes_per_sample=bytes_per_sample,
             publisher_rate=pub["n"] / (pub["t_last"] - pub["t_first"]),
@@ -698,6 +731,35 @@ def versions() -> str:
     )
 
 
+def edgeml_source() -> str:
+    """Where the edgeml that `python -m edgeml` runs comes from, and its git commit."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("edgeml")
+    if spec is None or spec.origin is None:
+        return "edgeml not found"
+    pkg = Path(spec.origin).parent
+    where = str(pkg)
+    try:
+        rev = subprocess.run(
+            ["git", "-C", where, "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", where, "status", "--porcelain", "--", "."],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return f"{where} (not a git checkout)"
+    return f"{where} at {rev}" + (" + uncommitted changes" if dirty else "")
+
+
 def cpu_model() -> str:
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -715,7 +777,16 @@ def fmt(v: float | None, spec: str) -> str:
     return "-" if v is None else format(v, spec)
 
 
-def report(args: argparse.Namespace, rounds: list[tuple[Result, Result]], started: str) -> int:
+def loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
+def report(
+    args: argparse.Namespace, rounds: list[tuple[Result, Result]], started: str, load: str
+) -> int:
     label = {"bare": "bare aiomqtt (json.loads only)", "edgeml": "edgeml run"}
     mode = (
         "drain: N queued while the subscriber was away, then drained"
@@ -727,17 +798,31 @@ def report(args: argparse.Namespace, rounds: list[tuple[Result, Result]], starte
     print(f"command: {shlex.join(sys.orig_argv)}")
     print(f"date: {started}   nproc: {len(os.sched_getaffinity(0))}   cpu: {cpu_model()}")
     print(f"versions: {versions()}")
+    print(f"edgeml source: {edgeml_source()}")
+    print(f"load average (1, 5, 15 min) before: {load}, after: {loadavg()}")
+    bare_proto = (
+        "MQTT 3.1.1, clean_session False"
+        if args.bare_protocol == "3.1.1"
+        else "MQTT 5, Receive Maximum 1000, session expiry"
+    )
+    print(f"bare: aiomqtt, {bare_proto}, TCP_NODELAY, auto-ack, json.loads per message")
+    print(
+        "edgeml: `edgeml run`, its defaults (MQTT 5, Receive Maximum 1000, batches of <= 500"
+        f" committed before the ack), 1 stream, {DEVICES} models, publish = {args.edgeml_publish}"
+    )
     what = "median of " + str(len(rounds)) + " rounds" if len(rounds) > 1 else "1 round"
     print(f"figures: {what}")
     print()
     header = (
         "| subscriber | messages | seconds | msgs/s | CPU µs/msg | broker CPU µs/msg "
-        "| SQLite B/sample | exit |"
+        "| SQLite B/sample | rest of machine, cores | exit |"
     )
     if args.mode == "live":
         header += " publisher msgs/s |"
     print(header)
-    print("|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if args.mode == "live" else ""))
+    print(
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if args.mode == "live" else "")
+    )
     med: dict[str, dict[str, float | None]] = {}
     for i, who in enumerate(("bare", "edgeml")):
         rs = [r[i] for r in rounds]
@@ -749,12 +834,14 @@ def report(args: argparse.Namespace, rounds: list[tuple[Result, Result]], starte
             "broker_cpu_us": median([r.broker_cpu_us for r in rs]),
             "bps": median([r.bytes_per_sample for r in rs]),
             "pub": median([r.publisher_rate for r in rs]),
+            "others": median([r.others_cores for r in rs]),
         }
         codes = sorted({str(r.exit_code) for r in rs})
         line = (
             f"| {label[who]} | {fmt(m['n'], '.0f')} | {fmt(m['seconds'], '.2f')} "
             f"| {fmt(m['rate'], '.0f')} | {fmt(m['cpu_us'], '.0f')} "
-            f"| {fmt(m['broker_cpu_us'], '.0f')} | {fmt(m['bps'], '.0f')} | {','.join(codes)} |"
+            f"| {fmt(m['broker_cpu_us'], '.0f')} | {fmt(m['bps'], '.0f')} "
+            f"| {fmt(m['others'], '.2f')} | {','.join(codes)} |"
         )
         if args.mode == "live":
             line += f" {fmt(m['pub'], '.0f')} |"
@@ -762,11 +849,18 @@ def report(args: argparse.Namespace, rounds: list[tuple[Result, Result]], starte
     ratio = (med["edgeml"]["rate"] or 0) / (med["bare"]["rate"] or 1)
     print()
     print(f"edgeml / bare msgs/s: {ratio:.2f}x (target >= 0.6x)")
+    cpu_ratio = (med["edgeml"]["cpu_us"] or 0) / (med["bare"]["cpu_us"] or 1)
+    print(f"edgeml / bare CPU per message: {cpu_ratio:.2f}x")
+    print(
+        "rest of machine: CPU used by every other process during the window, in cores"
+        + (" (the publisher included)" if args.mode == "live" else "")
+    )
     if len(rounds) > 1:
         for i, (b, e) in enumerate(rounds, 1):
             print(
                 f"  round {i}: bare {b.rate:.0f} msgs/s {b.cpu_us:.0f} µs/msg; "
-                f"edgeml {e.rate:.0f} msgs/s {e.cpu_us:.0f} µs/msg; ratio {e.rate / b.rate:.2f}x"
+                f"edgeml {e.rate:.0f} msgs/s {e.cpu_us:.0f} µs/msg; ratio {e.rate / b.rate:.2f}x; "
+                f"rest of machine {b.others_cores:.2f} / {e.others_cores:.2f} cores"
             )
     if args.mode == "live":
         for who in ("bare", "edgeml"):
@@ -776,7 +870,9 @@ def report(args: argparse.Namespace, rounds: list[tuple[Result, Result]], starte
                     f"note: {who} processed at the publisher's rate ({rate:.0f} vs {pub:.0f}"
                     " msgs/s): the publisher, not the subscriber, set this figure"
                 )
-    problems = [(i, r.who, note) for i, pair in enumerate(rounds, 1) for r in pair for note in r.notes]
+    problems = [
+        (i, r.who, note) for i, pair in enumerate(rounds, 1) for r in pair for note in r.notes
+    ]
     failed = False
     for i, who, note in problems:
         print(f"note (round {i}, {who}): {note}")
@@ -836,6 +932,7 @@ def main() -> int:
         progress("mosquitto is not installed (apt-get install mosquitto)")
         return 2
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    load = loadavg()
     results: list[tuple[Result, Result]] = []
     with tempfile.TemporaryDirectory(prefix="edgeml-bench-") as tmp:
         workdir = Path(tmp)
@@ -862,7 +959,7 @@ def main() -> int:
         finally:
             monitor.stop()
             broker.stop()
-    return report(args, results, started)
+    return report(args, results, started, load)
 
 
 if __name__ == "__main__":

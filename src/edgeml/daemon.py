@@ -117,14 +117,14 @@ class Daemon:
     async def _learn_loop(self, pipeline: Pipeline, stop: asyncio.Event) -> None:
         inbox = self.session.inbox
         out: list[Outgoing] = []
-        last_summary = time.monotonic()
+        last_summary = time.monotonic() - self._summary_every  # a heartbeat at once
         stopping = asyncio.create_task(stop.wait())
         try:
             while not stop.is_set():
                 batch = pipeline.batch
                 if not inbox:
                     deadline = last_summary + self._summary_every
-                    if batch.acks:
+                    if len(batch):
                         deadline = min(deadline, batch.first_added + self._flush_after)
                     self.session.has_messages.clear()
                     wait = asyncio.create_task(self.session.has_messages.wait())
