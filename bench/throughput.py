@@ -24,8 +24,17 @@ Modes:
   until all N are processed. The publisher's own rate is shown: if a subscriber's rate is
   the publisher's, the publisher was the bottleneck.
 
+Also shown: the broker's CPU per message, SQLite bytes written per sample (edgeml's own
+heartbeat, written at stop), and how many cores every other process on the machine used
+during the window: this machine may be shared, and a busy neighbour slows both subscribers.
+Compare the ratio of the two subscribers measured in the same run, not absolute figures
+from different runs. `--bare-protocol 5` gives the bare subscriber edgeml's MQTT 5 session
+(Receive Maximum 1000); `--edgeml-publish none` turns off the prediction per reading;
+`--edgeml-flush-ms MS` sets edgeml's store.flush_interval_ms.
+
 The script starts its own mosquitto on a free port (persistence off, unlimited queues,
-TCP_NODELAY) and needs nothing beyond what edgeml installs.
+TCP_NODELAY) and needs nothing beyond what edgeml installs. It exits 1 if edgeml lost
+messages, stored a duplicate or did not exit 0 on SIGTERM.
 """
 
 from __future__ import annotations
@@ -527,6 +536,8 @@ class Bench:
     def edgeml_config(self, workdir: Path, node: str) -> Path:
         workdir.mkdir(parents=True, exist_ok=True)
         path = workdir / "config.toml"
+        flush = self.args.edgeml_flush_ms
+        store = "" if flush is None else f"[store]\nflush_interval_ms = {flush}\n\n"
         path.write_text(
             f"""[node]
 id = "{node}"
@@ -536,7 +547,7 @@ state_dir = "{workdir / "state"}"
 host = "127.0.0.1"
 port = {self.broker.port}
 
-[log]
+{store}[log]
 level = "warning"
 format = "json"
 
@@ -809,6 +820,11 @@ def report(
     print(
         "edgeml: `edgeml run`, its defaults (MQTT 5, Receive Maximum 1000, batches of <= 500"
         f" committed before the ack), 1 stream, {DEVICES} models, publish = {args.edgeml_publish}"
+        + (
+            ""
+            if args.edgeml_flush_ms is None
+            else f", store.flush_interval_ms = {args.edgeml_flush_ms}"
+        )
     )
     what = "median of " + str(len(rounds)) + " rounds" if len(rounds) > 1 else "1 round"
     print(f"figures: {what}")
@@ -865,10 +881,10 @@ def report(
     if args.mode == "live":
         for who in ("bare", "edgeml"):
             rate, pub = med[who]["rate"] or 0, med[who]["pub"] or 0
-            if pub and rate >= 0.95 * pub:
+            if pub and rate >= 0.9 * pub:
                 print(
-                    f"note: {who} processed at the publisher's rate ({rate:.0f} vs {pub:.0f}"
-                    " msgs/s): the publisher, not the subscriber, set this figure"
+                    f"note: {who} kept up with the publisher ({rate:.0f} vs {pub:.0f} msgs/s):"
+                    " the publisher, not the subscriber, set this figure"
                 )
     problems = [
         (i, r.who, note) for i, pair in enumerate(rounds, 1) for r in pair for note in r.notes
@@ -906,6 +922,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=("all", "none"),
         default="all",
         help="the stream's `publish` setting (all: one prediction per reading)",
+    )
+    p.add_argument(
+        "--edgeml-flush-ms",
+        type=int,
+        metavar="MS",
+        help="set edgeml's store.flush_interval_ms (default: edgeml's own default)",
     )
     # The children this script runs of itself.
     hidden = argparse.SUPPRESS
