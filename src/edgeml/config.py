@@ -27,6 +27,7 @@ __all__ = [
     "Config",
     "DriftConfig",
     "LogConfig",
+    "ModelsConfig",
     "MqttConfig",
     "NodeConfig",
     "StoreConfig",
@@ -222,6 +223,18 @@ class StoreConfig(_Frozen):
         return v
 
 
+class ModelsConfig(_Frozen):
+    snapshot_interval: str = "5m"
+    keep_snapshots: Annotated[StrictInt, Field(ge=1, le=100)] = 3
+
+    @field_validator("snapshot_interval")
+    @classmethod
+    def _interval(cls, v: str) -> str:
+        if parse_duration(v) <= 0:
+            raise ValueError("must be more than 0")
+        return v
+
+
 class LogConfig(_Frozen):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -231,6 +244,7 @@ class Config(_Frozen):
     node: NodeConfig = NodeConfig()
     mqtt: MqttConfig = MqttConfig()
     store: StoreConfig = StoreConfig()
+    models: ModelsConfig = ModelsConfig()
     log: LogConfig = LogConfig()
     stream: tuple[StreamConfig, ...]
     source: Path = Path("config.toml")

@@ -14,8 +14,9 @@ import structlog
 from edgeml import __version__
 from edgeml.config import Config, parse_duration
 from edgeml.ingest import Session
+from edgeml.learn import snapshot
 from edgeml.pipeline import Outgoing, Pipeline
-from edgeml.store import Batch, Heartbeat, Store
+from edgeml.store import Batch, Heartbeat, Store, StoredSnapshot
 
 __all__ = ["Daemon", "run"]
 
@@ -53,6 +54,7 @@ class Daemon:
         self.pipeline: Pipeline | None = None  # set once the models are restored
         self._batches: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=2)
         self._summary_every = parse_duration(cfg.store.summary_interval)
+        self._snapshot_every = parse_duration(cfg.models.snapshot_interval)
         # Group commit: a batch waits up to flush_interval_ms for company, which divides the
         # bytes written per sample (an SD card wears out) by the messages per batch. It is
         # committed sooner when it holds half the messages the broker lets us leave unacked
@@ -65,7 +67,7 @@ class Daemon:
 
     async def run(self, stop: asyncio.Event) -> None:
         cfg = self.cfg
-        async with await Store.open(cfg.db_path) as store:
+        async with await Store.open(cfg.db_path, cfg.models.keep_snapshots) as store:
             pipeline = self.pipeline = await self._restore(store)
             # What exists now (modules, models) lives as long as the daemon: keep it out of
             # the garbage collector's full passes, which otherwise walk it every few seconds.
@@ -100,26 +102,74 @@ class Daemon:
         )
 
     async def _restore(self, store: Store) -> Pipeline:
-        """Rebuild every model from the sample log, so a restart loses no learning."""
+        """Load each model's newest usable snapshot, then replay the samples that followed it."""
+        series = await store.series()
         pipeline = Pipeline(
-            self.cfg, await store.next_seq(), await store.series(), await store.recent_deliveries()
+            self.cfg, await store.next_seq(), series, await store.recent_deliveries()
         )
         t0 = time.monotonic()
+        after = self._load_snapshots(pipeline, series, await store.snapshots())
         n = 0
-        async for row in store.replay([s.name for s in self.cfg.stream]):
+        async for row in store.replay([s.name for s in self.cfg.stream], after):
             pipeline.replay(*row)
             n += 1
             if n % 100_000 == 0:
                 log.info("replay_progress", samples=n)
-        if n:
+        if n or after:
             log.info(
-                "replayed",
-                samples=n,
+                "restored",
+                snapshots=len(after),
+                replayed=n,
                 models=len(pipeline.learners),
                 seconds=round(time.monotonic() - t0, 2),
             )
             pipeline.add_summary()
         return pipeline
+
+    def _load_snapshots(
+        self,
+        pipeline: Pipeline,
+        series: dict[tuple[str, str], int],
+        snapshots: dict[int, list[StoredSnapshot]],
+    ) -> dict[int, int]:
+        """series id -> seq its restored snapshot has learned (absent: replay from the start)."""
+        after: dict[int, int] = {}
+        for (stream_name, key), sid in series.items():
+            stream = pipeline.streams.get(stream_name)
+            if stream is None:
+                continue
+            for i, snap in enumerate(snapshots.get(sid, [])):
+                try:
+                    learner = snapshot.load(stream, key, snap.blob, snap.sha256, snap.river)
+                except snapshot.SnapshotError as exc:
+                    log.warning(
+                        "snapshot_unusable",
+                        stream=stream_name,
+                        key=key,
+                        snapshot_id=snap.id,
+                        seq=snap.seq,
+                        reason=str(exc),
+                    )
+                    continue
+                pipeline.restore(learner)
+                after[sid] = snap.seq
+                if i:
+                    log.warning(
+                        "snapshot_fallback",
+                        stream=stream_name,
+                        key=key,
+                        detail=f"using an older snapshot (seq {snap.seq}) and a longer replay",
+                    )
+                break
+            else:
+                if snapshots.get(sid):
+                    log.warning(
+                        "snapshot_fallback",
+                        stream=stream_name,
+                        key=key,
+                        detail="no usable snapshot: a fresh model learns the whole log again",
+                    )
+        return after
 
     # -- the learner task -----------------------------------------------------------
 
@@ -127,6 +177,7 @@ class Daemon:
         inbox = self.session.inbox
         out: list[Outgoing] = []
         last_summary = time.monotonic() - self._summary_every  # a heartbeat at once
+        last_snapshot = time.monotonic()
         stopping = asyncio.create_task(stop.wait())
         try:
             while not stop.is_set():
@@ -152,6 +203,9 @@ class Daemon:
                     last_summary = now
                     pipeline.add_summary()
                     pipeline.batch.heartbeat = self._heartbeat(pipeline)
+                    if now - last_snapshot >= self._snapshot_every:
+                        last_snapshot = now
+                        pipeline.add_snapshots("interval")
                 batch = pipeline.batch
                 if not batch.empty and (
                     due
@@ -168,6 +222,7 @@ class Daemon:
                 pipeline.handle(inbox.popleft(), out)
             self._send(out)
             pipeline.add_summary()
+            pipeline.add_snapshots("shutdown")
             pipeline.batch.heartbeat = self._heartbeat(pipeline, stopped=time.time())
             await self._batches.put(pipeline.take_batch())
             await self._batches.put(None)

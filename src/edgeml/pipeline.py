@@ -19,11 +19,11 @@ import structlog
 from edgeml.config import Config
 from edgeml.decode import Decoder, parse
 from edgeml.ingest import Delivery
-from edgeml.learn import Learner
+from edgeml.learn import Learner, snapshot
 from edgeml.logs import RateLimitedLog
 from edgeml.publish import drift_message, event_message, prediction_message, prediction_topic
 from edgeml.records import Outcome, Reject, Sample
-from edgeml.store import Batch
+from edgeml.store import Batch, Snapshot
 
 __all__ = ["Outgoing", "Pipeline", "delivery_hash"]
 
@@ -65,10 +65,16 @@ class Pipeline:
         self.duplicates = 0
         self.unmatched = 0
         self.dirty: set[tuple[str, str]] = set()
+        self.unsnapped: set[tuple[str, str]] = set()  # learned since their last snapshot
         self._topics: dict[tuple[str, str], str] = {}
         self._warn = RateLimitedLog(log)
 
     # -- start-up -------------------------------------------------------------------
+
+    def restore(self, learner: Learner) -> None:
+        """Put a learner loaded from a snapshot in place (before replaying what followed it)."""
+        self.learners[(learner.stream.name, learner.key)] = learner
+        self.dirty.add((learner.stream.name, learner.key))
 
     def replay(
         self, seq: int, stream: str, key: str, ts: float, x: dict[str, float], y: float
@@ -77,6 +83,7 @@ class Pipeline:
         if stream in self.streams:
             self._learner(stream, key).process(Sample(stream, key, ts, x, y), seq)
             self.dirty.add((stream, key))
+            self.unsnapped.add((stream, key))
 
     # -- the hot path -----------------------------------------------------------------
 
@@ -150,6 +157,7 @@ class Pipeline:
         )
         b.predictions.append((seq, outcome.y_pred, outcome.error, outcome.model_version))
         self.dirty.add((sample.stream, sample.key))
+        self.unsnapped.add((sample.stream, sample.key))
         if stream.publish == "all":
             out.append((self._topic(sample.stream, sample.key), prediction_message(outcome), 0))
         self._events(outcome, out)
@@ -213,6 +221,30 @@ class Pipeline:
                 )
             )
         self.dirty.clear()
+
+    def add_snapshots(self, reason: str) -> int:
+        """Snapshot every learner that learned since its last snapshot; how many were taken.
+
+        The snapshot rides in the same batch as (or a later one than) the samples it has
+        learned, so it is never committed ahead of them.
+        """
+        now = time.time()
+        for sk in self.unsnapped:
+            lr = self.learners[sk]
+            self.batch.snapshots.append(
+                Snapshot(
+                    self.series[sk],
+                    lr.last_seq,
+                    now,
+                    reason,
+                    lr.model_version,
+                    snapshot.RIVER_VERSION,
+                    snapshot.dump(lr),
+                )
+            )
+        taken = len(self.unsnapped)
+        self.unsnapped.clear()
+        return taken
 
     def take_batch(self) -> Batch:
         batch, self.batch = self.batch, Batch()

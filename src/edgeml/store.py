@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sqlite3
@@ -19,7 +20,9 @@ __all__ = [
     "SCHEMA_VERSION",
     "Batch",
     "Heartbeat",
+    "Snapshot",
     "Store",
+    "StoredSnapshot",
     "connect_readonly",
     "read_status",
 ]
@@ -89,6 +92,22 @@ _MIGRATIONS: list[str] = [
         bytes_written INTEGER
     );
     """,
+    """
+    -- Checkpoints of each stream/key's learner: the samples after `seq` are replayed on start.
+    CREATE TABLE snapshots(
+        id INTEGER PRIMARY KEY,
+        series INTEGER NOT NULL REFERENCES series(id),
+        seq INTEGER NOT NULL,
+        created REAL NOT NULL,
+        reason TEXT NOT NULL,
+        model_version INTEGER NOT NULL,
+        river TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        blob BLOB NOT NULL
+    );
+    CREATE INDEX snapshots_series ON snapshots(series, seq);
+    """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -114,6 +133,34 @@ class Heartbeat:
     stopped: float | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A pickled learner of one series, as of sample `seq`."""
+
+    series: int
+    seq: int
+    created: float
+    reason: str
+    model_version: int
+    river: str
+    blob: bytes
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.blob).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSnapshot:
+    id: int
+    series: int
+    seq: int
+    reason: str
+    river: str
+    sha256: str
+    blob: bytes
+
+
 @dataclass(slots=True)
 class Batch:
     """Rows produced by the learner since the last commit, written in one transaction."""
@@ -123,6 +170,7 @@ class Batch:
     predictions: list[tuple[Any, ...]] = field(default_factory=list)
     events: list[tuple[Any, ...]] = field(default_factory=list)
     summary: list[tuple[Any, ...]] = field(default_factory=list)
+    snapshots: list[Snapshot] = field(default_factory=list)
     heartbeat: Heartbeat | None = None
     # (mid, qos, connection generation) of every MQTT message the batch accounts for.
     acks: list[tuple[int, int, int]] = field(default_factory=list)
@@ -160,12 +208,13 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
 class Store:
     """The daemon's connection: the only writer of the SQLite file."""
 
-    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+    def __init__(self, db: aiosqlite.Connection, path: Path, keep_snapshots: int = 3) -> None:
         self._db = db
         self.path = path
+        self.keep_snapshots = keep_snapshots
 
     @classmethod
-    async def open(cls, path: Path) -> Store:
+    async def open(cls, path: Path, keep_snapshots: int = 3) -> Store:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             # Schema work is synchronous and done once, before the async connection opens.
@@ -184,7 +233,7 @@ class Store:
         except BaseException:
             await db.close()
             raise
-        return cls(db, path)
+        return cls(db, path, keep_snapshots)
 
     async def close(self) -> None:
         await self._db.close()
@@ -216,18 +265,40 @@ class Store:
         )
         return {int(r[0]): int(r[1]) for r in rows}
 
+    async def snapshots(self) -> dict[int, list[StoredSnapshot]]:
+        """Every kept snapshot per series, newest first."""
+        out: dict[int, list[StoredSnapshot]] = {}
+        async with self._db.execute(
+            "SELECT id, series, seq, reason, river, sha256, CAST(blob AS BLOB) FROM snapshots"
+            " ORDER BY series, seq DESC, id DESC"
+        ) as cur:
+            async for r in cur:
+                snap = StoredSnapshot(
+                    int(r[0]), int(r[1]), int(r[2]), r[3], r[4], r[5], bytes(r[6])
+                )
+                out.setdefault(snap.series, []).append(snap)
+        return out
+
     async def replay(
-        self, streams: Sequence[str], chunk: int = 5000
+        self, streams: Sequence[str], after: dict[int, int], chunk: int = 5000
     ) -> AsyncIterator[tuple[int, str, str, float, dict[str, float], float]]:
-        """Every stored sample of these streams in learning order: seq, stream, key, ts, x, y."""
+        """Stored samples of these streams in learning order (seq, stream, key, ts, x, y),
+        skipping each series' samples up to `after[series]` (what its snapshot has learned).
+        """
         if not streams:
             return
         marks = ",".join("?" * len(streams))
-        last = 0
+        async with self._db.execute(
+            f"SELECT id FROM series WHERE stream IN ({marks})", tuple(streams)
+        ) as cur:
+            wanted = [int(r[0]) async for r in cur]
+        if not wanted:
+            return
+        last = min(after.get(sid, 0) for sid in wanted)
         while True:
             rows = list(
                 await self._db.execute_fetchall(
-                    "SELECT s.seq, r.stream, r.key, s.ts, s.x, s.y FROM samples s"
+                    "SELECT s.seq, s.series, r.stream, r.key, s.ts, s.x, s.y FROM samples s"
                     f" JOIN series r ON r.id = s.series WHERE s.seq > ? AND r.stream IN ({marks})"
                     " ORDER BY s.seq LIMIT ?",
                     (last, *streams, chunk),
@@ -235,8 +306,9 @@ class Store:
             )
             if not rows:
                 return
-            for seq, stream, key, ts, x, y in rows:
-                yield int(seq), stream, key, float(ts), json.loads(x), float(y)
+            for seq, series, stream, key, ts, x, y in rows:
+                if seq > after.get(series, 0):
+                    yield int(seq), stream, key, float(ts), json.loads(x), float(y)
             last = int(rows[-1][0])
 
     # -- writing --------------------------------------------------------------------
@@ -271,11 +343,40 @@ class Store:
                     " metrics, drifts, updated) VALUES (?,?,?,?,?,?,?)",
                     batch.summary,
                 )
+            if batch.snapshots:
+                await self._snapshots(batch.snapshots)
             if batch.heartbeat is not None:
                 await self._heartbeat(batch.heartbeat)
             await db.commit()
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: write failed: {exc}") from exc
+
+    async def _snapshots(self, snaps: list[Snapshot]) -> None:
+        await self._db.executemany(
+            "INSERT INTO snapshots(series, seq, created, reason, model_version, river, size,"
+            " sha256, blob) VALUES (?,?,?,?,?,?,?,?,?)",
+            [
+                (
+                    s.series,
+                    s.seq,
+                    s.created,
+                    s.reason,
+                    s.model_version,
+                    s.river,
+                    len(s.blob),
+                    s.sha256,
+                    s.blob,
+                )
+                for s in snaps
+            ],
+        )
+        # Keep the newest few per series: an older one is the fallback if the newest is
+        # unreadable, and the samples it needs are still in the log.
+        await self._db.executemany(
+            "DELETE FROM snapshots WHERE series = ? AND id NOT IN"
+            " (SELECT id FROM snapshots WHERE series = ? ORDER BY seq DESC, id DESC LIMIT ?)",
+            [(s.series, s.series, self.keep_snapshots) for s in snaps],
+        )
 
     async def _heartbeat(self, hb: Heartbeat) -> None:
         await self._db.execute(

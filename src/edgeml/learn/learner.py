@@ -30,6 +30,41 @@ class Learner:
         self.drifts = 0
         self.resets = 0
         self.last_seen = 0.0
+        self.last_seq = 0  # the newest sample this learner has learned
+
+    # Everything a snapshot holds: the model and what was measured about it.
+    _STATE = (
+        "model",
+        "model_version",
+        "mae",
+        "rmse",
+        "rolling_mae",
+        "adwin",
+        "samples",
+        "drifts",
+        "resets",
+        "last_seen",
+        "last_seq",
+    )
+
+    def state(self) -> dict[str, Any]:
+        """The learner's state, for a snapshot (the config it runs under is not part of it)."""
+        return {"preset": self.stream.model, **{name: getattr(self, name) for name in self._STATE}}
+
+    @classmethod
+    def from_state(cls, stream: StreamConfig, key: str, state: dict[str, Any]) -> Learner:
+        """A learner restored from `state()`; ValueError if the state does not fit the stream."""
+        if state.get("preset") != stream.model:
+            raise ValueError(
+                f"snapshot is of preset {state.get('preset')!r}, the stream uses {stream.model!r}"
+            )
+        missing = [name for name in cls._STATE if name not in state]
+        if missing:
+            raise ValueError(f"snapshot lacks {', '.join(missing)}")
+        learner = cls(stream, key)
+        for name in cls._STATE:
+            setattr(learner, name, state[name])
+        return learner
 
     def process(self, sample: Sample, seq: int) -> Outcome:
         """Predict, score, learn; the prediction is always finite."""
@@ -48,6 +83,7 @@ class Learner:
         self.model.learn_one(sample.x, sample.y)
         self.samples += 1
         self.last_seen = sample.ts
+        self.last_seq = seq
         event = None
         if math.isfinite(error):
             before = self.adwin.estimation

@@ -1,0 +1,161 @@
+"""Learning survives restarts: snapshots, replay of what followed them, fallbacks, and kill -9."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+from river import linear_model, preprocessing
+
+from edgeml.config import Config
+from edgeml.learn import snapshot
+from edgeml.store import read_status
+from tests.conftest import (
+    TELEMETRY,
+    Broker,
+    db_rows,
+    load_config,
+    publish_all,
+    running,
+    settle,
+    write_config,
+)
+from tests.test_daemon import telemetry
+from tests.test_process import publish_paced
+
+FAST_SNAPSHOTS = """
+[store]
+summary_interval = "200ms"
+
+[models]
+snapshot_interval = "400ms"
+"""
+
+
+def reference_check(cfg: Config) -> int:
+    """Replay the stored log through plain River, per device, in seq order: every stored
+    prediction must be what a daemon that never stopped would have predicted, and the final
+    model (from the shutdown snapshot) must be that model. Returns the samples checked.
+    """
+    rows = db_rows(
+        cfg,
+        "SELECT s.seq, r.key, s.x, s.y, p.y_pred FROM samples s JOIN series r ON r.id = s.series"
+        " JOIN predictions p ON p.seq = s.seq ORDER BY s.seq",
+    )
+    models: dict[str, Any] = {}
+    abs_errors: dict[str, list[float]] = {}
+    for _seq, key, x_json, y, y_pred in rows:
+        x = json.loads(x_json)
+        model = models.setdefault(
+            key, preprocessing.StandardScaler() | linear_model.LinearRegression()
+        )
+        expected = model.predict_one(x)
+        assert y_pred == pytest.approx(expected, rel=1e-9, abs=1e-9)
+        abs_errors.setdefault(key, []).append(abs(y - expected))
+        model.learn_one(x, y)
+    stream = cfg.stream[0]
+    probe = [{"i": float(i), "h": 40.0 + i % 20} for i in range(0, 5000, 250)]
+    for key, model in models.items():
+        [(blob, sha, river)] = db_rows(
+            cfg,
+            "SELECT n.blob, n.sha256, n.river FROM snapshots n JOIN series r ON r.id = n.series"
+            " WHERE r.key = ? ORDER BY n.seq DESC, n.id DESC LIMIT 1",
+            key,
+        )
+        learner = snapshot.load(stream, key, blob, sha, river)
+        for x in probe:
+            assert learner.model.predict_one(x) == pytest.approx(model.predict_one(x), rel=1e-9)
+        errors = abs_errors[key]
+        assert learner.samples == len(errors)
+        assert learner.metrics()["mae"] == pytest.approx(sum(errors) / len(errors), rel=1e-9)
+    return len(rows)
+
+
+async def test_restart_restores_from_snapshots_and_replays_only_what_followed(
+    broker: Broker, tmp_path: Path
+) -> None:
+    cfg = load_config(write_config(tmp_path, broker, TELEMETRY, extra=FAST_SNAPSHOTS))
+    async with running(cfg):
+        await publish_all(broker, telemetry(300))
+        assert await settle(cfg, 300) == 300
+    reasons = {r for (r,) in db_rows(cfg, "SELECT reason FROM snapshots")}
+    assert "shutdown" in reasons
+    before = read_status(cfg.db_path)["streams"]
+    with structlog.testing.capture_logs() as logs:
+        async with running(cfg):
+            pass
+    [restored] = [e for e in logs if e["event"] == "restored"]
+    assert (restored["snapshots"], restored["replayed"], restored["models"]) == (3, 0, 3)
+    assert read_status(cfg.db_path)["streams"] == [
+        {**row, "last_seen": row["last_seen"]} for row in before
+    ]
+    # At most `keep_snapshots` (3) per device are kept.
+    counts = db_rows(cfg, "SELECT count(*) FROM snapshots GROUP BY series")
+    assert all(n <= 3 for (n,) in counts)
+
+
+async def test_unusable_newest_snapshot_falls_back_to_an_older_one_and_a_longer_replay(
+    broker: Broker, tmp_path: Path
+) -> None:
+    cfg = load_config(write_config(tmp_path, broker, TELEMETRY, extra=FAST_SNAPSHOTS))
+    async with running(cfg):
+        for start in (0, 150):
+            await publish_all(broker, telemetry(150, start=start))
+            assert await settle(cfg, start + 150) == start + 150
+            await asyncio.sleep(0.8)  # an interval snapshot between the two halves
+    # Corrupt the newest snapshot of every device; remove all snapshots of dev2.
+    db_rows(cfg, "SELECT 1")  # the file exists and is readable
+    import sqlite3
+
+    with sqlite3.connect(cfg.db_path) as conn:
+        conn.execute(
+            "UPDATE snapshots SET blob = X'00' || blob WHERE id IN"
+            " (SELECT max(id) FROM snapshots GROUP BY series)"
+        )
+        conn.execute(
+            "UPDATE snapshots SET river = '0.0.1' WHERE series ="
+            " (SELECT id FROM series WHERE key = 'dev2')"
+        )
+    conn.close()
+    with structlog.testing.capture_logs() as logs:
+        async with running(cfg):
+            await publish_all(broker, telemetry(30, start=300))
+            assert await settle(cfg, 330) == 330
+    unusable = [e for e in logs if e["event"] == "snapshot_unusable"]
+    assert any("sha256" in e["reason"] for e in unusable)
+    assert any("River 0.0.1" in e["reason"] for e in unusable)
+    fallbacks = {e["key"]: e["detail"] for e in logs if e["event"] == "snapshot_fallback"}
+    assert "older snapshot" in fallbacks["dev0"]
+    assert "fresh model" in fallbacks["dev2"]
+    # Whatever path each device took, its model is exactly the one the log implies.
+    assert reference_check(cfg) == 330
+
+
+async def test_three_kills_while_publishing_end_with_the_model_of_a_run_that_never_stopped(
+    broker: Broker, tmp_path: Path, daemon_process: Any
+) -> None:
+    config = write_config(tmp_path, broker, TELEMETRY, extra=FAST_SNAPSHOTS)
+    cfg = load_config(config)
+    d = daemon_process(config)
+    d.start()
+    await d.wait_ready()
+    publisher = asyncio.create_task(publish_paced(broker, telemetry(5000, devices=5), 3000))
+    rng = random.Random(2026)
+    for kill_after in sorted(rng.sample(range(500, 4500), 3)):
+        await asyncio.wait_for(settle(cfg, kill_after, quiet_s=30), 60)
+        await asyncio.sleep(rng.uniform(0, 0.3))
+        d.kill()
+        d = daemon_process(config)
+        d.start()
+        await d.wait_ready()
+    await asyncio.wait_for(publisher, 60)
+    assert await settle(cfg, 5000) == 5000
+    d.terminate()
+    assert d.wait(10) == 0
+    assert db_rows(cfg, "SELECT count(DISTINCT seq) FROM predictions")[0][0] == 5000
+    assert reference_check(cfg) == 5000
