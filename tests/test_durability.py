@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -159,3 +160,61 @@ async def test_three_kills_while_publishing_end_with_the_model_of_a_run_that_nev
     assert d.wait(10) == 0
     assert db_rows(cfg, "SELECT count(DISTINCT seq) FROM predictions")[0][0] == 5000
     assert reference_check(cfg) == 5000
+
+
+RETENTION_STREAM = TELEMETRY.replace('target = "t"', 'target = "t"\ntimestamp = "ts"')
+
+
+def old_and_new(n_old: int, n_new: int, start: int = 0) -> list[tuple[str, bytes]]:
+    now = time.time()
+    out = []
+    for i in range(start, start + n_old + n_new):
+        ts = now - 7200 if i < start + n_old else now  # two hours old, or fresh
+        body = {"i": i, "h": 40 + i % 17, "t": 20 + i % 17 / 2, "ts": ts}
+        out.append((f"sensors/dev{i % 3}/telemetry", json.dumps(body).encode()))
+    return out
+
+
+def counts(cfg: Config) -> tuple[int, int, int]:
+    return (
+        db_rows(cfg, "SELECT count(*) FROM samples")[0][0],
+        db_rows(cfg, "SELECT count(*) FROM predictions")[0][0],
+        db_rows(cfg, "SELECT count(*) FROM snapshots")[0][0],
+    )
+
+
+async def test_retention_prunes_only_what_snapshots_cover_and_the_file_shrinks(
+    broker: Broker, tmp_path: Path
+) -> None:
+    no_snapshots_yet = '[store]\nsummary_interval = "200ms"\nretention = "1h"\n'
+    path = write_config(tmp_path, broker, RETENTION_STREAM, extra=no_snapshots_yet)
+    cfg = load_config(path)
+    async with running(cfg):
+        await publish_all(broker, old_and_new(3000, 0))
+        assert await settle(cfg, 3000) == 3000
+        await asyncio.sleep(1.0)  # several retention passes
+        # Two hours old, but no snapshot has covered them yet: all kept.
+        assert counts(cfg) == (3000, 3000, 0)
+    pages_full = db_rows(cfg, "PRAGMA page_count")[0][0]
+    metrics_before = read_status(cfg.db_path)["streams"]
+    # The clean stop wrote a snapshot per device; now they can go, a slice per pass.
+    async with running(cfg):
+        await publish_all(broker, old_and_new(0, 30, start=3000))
+        await settle(cfg, 10**9, quiet_s=1.5)
+        assert counts(cfg)[:2] == (30, 30)
+    assert db_rows(cfg, "PRAGMA auto_vacuum")[0][0] == 2  # incremental
+    assert db_rows(cfg, "PRAGMA freelist_count")[0][0] < 10
+    assert db_rows(cfg, "PRAGMA page_count")[0][0] < pages_full
+    # The models kept everything they learned from the pruned readings.
+    after = {s["key"]: s for s in read_status(cfg.db_path)["streams"]}
+    for row in metrics_before:
+        assert after[row["key"]]["samples"] == row["samples"] + 10
+    # And a restart restores them from their snapshots, with nothing left to replay.
+    with structlog.testing.capture_logs() as logs:
+        async with running(cfg):
+            pass
+    [restored] = [e for e in logs if e["event"] == "restored"]
+    assert (restored["snapshots"], restored["replayed"]) == (3, 0)
+    assert {s["key"]: s["samples"] for s in read_status(cfg.db_path)["streams"]} == {
+        k: s["samples"] for k, s in after.items()
+    }

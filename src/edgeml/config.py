@@ -215,11 +215,13 @@ class StoreConfig(_Frozen):
     flush_interval_ms: Annotated[StrictInt, Field(ge=0, le=60_000)] = 200
     batch_size: Annotated[StrictInt, Field(ge=1, le=100_000)] = 500
     summary_interval: str = "2s"
+    retention: str = "7d"
 
-    @field_validator("summary_interval")
+    @field_validator("summary_interval", "retention")
     @classmethod
     def _interval(cls, v: str) -> str:
-        parse_duration(v)
+        if parse_duration(v) <= 0:
+            raise ValueError("must be more than 0")
         return v
 
 

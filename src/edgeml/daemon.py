@@ -55,6 +55,7 @@ class Daemon:
         self._batches: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=2)
         self._summary_every = parse_duration(cfg.store.summary_interval)
         self._snapshot_every = parse_duration(cfg.models.snapshot_interval)
+        self._retention = parse_duration(cfg.store.retention)
         # Group commit: a batch waits up to flush_interval_ms for company, which divides the
         # bytes written per sample (an SD card wears out) by the messages per batch. It is
         # committed sooner when it holds half the messages the broker lets us leave unacked
@@ -206,6 +207,7 @@ class Daemon:
                     if now - last_snapshot >= self._snapshot_every:
                         last_snapshot = now
                         pipeline.add_snapshots("interval")
+                    pipeline.batch.prune_before = time.time() - self._retention
                 batch = pipeline.batch
                 if not batch.empty and (
                     due

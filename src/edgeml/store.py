@@ -116,6 +116,8 @@ STALE_AFTER_S = 10.0
 # How many recent deliveries are remembered for redelivery detection: MQTT packet ids are
 # 16-bit, so the broker cannot reuse one within the last 65,535 deliveries.
 RECENT_DELIVERIES = 65535
+# Retention deletes at most this many samples per commit, so the daemon never stalls on it.
+PRUNE_SLICE = 2000
 
 
 @dataclass(slots=True)
@@ -172,6 +174,8 @@ class Batch:
     summary: list[tuple[Any, ...]] = field(default_factory=list)
     snapshots: list[Snapshot] = field(default_factory=list)
     heartbeat: Heartbeat | None = None
+    # Prune samples, predictions and events older than this (epoch s), a slice at a time.
+    prune_before: float | None = None
     # (mid, qos, connection generation) of every MQTT message the batch accounts for.
     acks: list[tuple[int, int, int]] = field(default_factory=list)
     first_added: float = 0.0
@@ -212,6 +216,7 @@ class Store:
         self._db = db
         self.path = path
         self.keep_snapshots = keep_snapshots
+        self.pruned = 0
 
     @classmethod
     async def open(cls, path: Path, keep_snapshots: int = 3) -> Store:
@@ -219,6 +224,10 @@ class Store:
             path.parent.mkdir(parents=True, exist_ok=True)
             # Schema work is synchronous and done once, before the async connection opens.
             with sqlite3.connect(path, timeout=10) as conn:
+                if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
+                    # Only possible in a new, empty file: freed pages can then be handed back
+                    # a few at a time (PRAGMA incremental_vacuum) as retention prunes.
+                    conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
                 conn.execute("PRAGMA journal_mode=WAL")
                 _migrate(conn, path)
             conn.close()
@@ -247,7 +256,12 @@ class Store:
     # -- state at start -------------------------------------------------------------
 
     async def next_seq(self) -> int:
-        async with self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM samples") as cur:
+        # Retention may have pruned the newest samples' predecessors, never what a snapshot
+        # has not covered: with the snapshots' seq, a sequence number is never handed out twice.
+        async with self._db.execute(
+            "SELECT max(COALESCE((SELECT MAX(seq) FROM samples), 0),"
+            " COALESCE((SELECT MAX(seq) FROM snapshots), 0)) + 1"
+        ) as cur:
             row = await cur.fetchone()
         return int(row[0]) if row else 1
 
@@ -347,9 +361,35 @@ class Store:
                 await self._snapshots(batch.snapshots)
             if batch.heartbeat is not None:
                 await self._heartbeat(batch.heartbeat)
+            if batch.prune_before is not None:
+                self.pruned += await self._prune(batch.prune_before)
             await db.commit()
+            if batch.prune_before is not None:
+                # executescript steps the pragma to the end; execute() frees a single page.
+                await db.executescript(f"PRAGMA incremental_vacuum({PRUNE_SLICE});")
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: write failed: {exc}") from exc
+
+    async def _prune(self, before: float) -> int:
+        """Delete one slice of samples older than `before` that every kept snapshot of their
+        stream/key has learned (so a fallback to the oldest snapshot still finds its replay),
+        their predictions, and old events. Returns the samples deleted.
+        """
+        rows = await self._db.execute_fetchall(
+            "SELECT s.seq FROM samples s WHERE s.ts < ? AND s.seq <= COALESCE("
+            " (SELECT MIN(n.seq) FROM snapshots n WHERE n.series = s.series), 0)"
+            " ORDER BY s.seq LIMIT ?",
+            (before, PRUNE_SLICE),
+        )
+        seqs = [(r[0],) for r in rows]
+        if seqs:
+            await self._db.executemany("DELETE FROM samples WHERE seq = ?", seqs)
+            await self._db.executemany("DELETE FROM predictions WHERE seq = ?", seqs)
+        await self._db.execute(
+            "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE ts < ? LIMIT ?)",
+            (before, PRUNE_SLICE),
+        )
+        return len(seqs)
 
     async def _snapshots(self, snaps: list[Snapshot]) -> None:
         await self._db.executemany(
@@ -407,10 +447,18 @@ def connect_readonly(path: Path) -> sqlite3.Connection:
     if not path.exists():
         raise StoreError(f"{path}: no database yet (has `edgeml run` started with this config?)")
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA busy_timeout=10000")
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        try:
+            conn, version = _open_readonly(path, "mode=ro")
+        except sqlite3.OperationalError as exc:
+            # A WAL reader needs the -shm file. While the daemon runs, a reader in its group
+            # uses it read-only; once the daemon has stopped, SQLite has removed it, and a
+            # reader who may not write the state directory (an operator in group edgeml)
+            # cannot create it. With no -wal file everything is in the main file: read that.
+            if getattr(exc, "sqlite_errorname", "") != "SQLITE_READONLY_DIRECTORY" or (
+                path.with_name(path.name + "-wal").exists()
+            ):
+                raise
+            conn, version = _open_readonly(path, "mode=ro&immutable=1")
     except sqlite3.Error as exc:
         raise StoreError(f"{path}: cannot read the database: {exc}") from exc
     if version > SCHEMA_VERSION:
@@ -419,6 +467,17 @@ def connect_readonly(path: Path) -> sqlite3.Connection:
             f"{path}: schema version {version} is newer than this edgeml ({SCHEMA_VERSION})"
         )
     return conn
+
+
+def _open_readonly(path: Path, params: str) -> tuple[sqlite3.Connection, int]:
+    conn = sqlite3.connect(f"file:{path}?{params}", uri=True, timeout=10)
+    try:
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA busy_timeout=10000")
+        return conn, conn.execute("PRAGMA user_version").fetchone()[0]
+    except BaseException:
+        conn.close()
+        raise
 
 
 def _pid_alive(pid: int) -> bool:
