@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from edgeml import __version__
+from edgeml import __version__, cli_models
 from edgeml.config import Config, load, warnings_for
 from edgeml.errors import ConfigError, EdgemlError
 
@@ -192,6 +192,9 @@ def status(
         typer.echo(json.dumps(doc, indent=2))
     else:
         _render(doc, Console())
+
+
+app.add_typer(cli_models.app, name="models")
 
 
 def main() -> None:

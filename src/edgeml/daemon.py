@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import os
+import pickle
 import signal
 import time
 from pathlib import Path
@@ -16,7 +18,7 @@ from edgeml.config import Config, parse_duration
 from edgeml.ingest import Session
 from edgeml.learn import snapshot
 from edgeml.pipeline import Outgoing, Pipeline
-from edgeml.store import Batch, Heartbeat, Store, StoredSnapshot
+from edgeml.store import Batch, Command, Heartbeat, Store, StoredSnapshot
 
 __all__ = ["Daemon", "run"]
 
@@ -25,6 +27,8 @@ log = structlog.get_logger("edgeml.daemon")
 # The learner yields to the event loop after this many messages, so the socket is read and
 # the writer runs even under a flood.
 _CHUNK = 200
+# How often the learner looks for commands from the CLI (the contract: applied within 2 s).
+_COMMANDS_EVERY = 1.0
 # When the learner runs dry with at least this many messages in its batch, it commits at
 # once: the broker is streaming, and waiting would only hold back acknowledgements (measured
 # here: 0.37x -> 0.49x of a bare subscriber's throughput). A smaller batch waits up to
@@ -41,6 +45,10 @@ def _bytes_written() -> int | None:
     except OSError:
         pass
     return None
+
+
+class CommandError(Exception):
+    """A command that cannot be applied; its message is the result the CLI shows."""
 
 
 class Daemon:
@@ -70,6 +78,10 @@ class Daemon:
         cfg = self.cfg
         async with await Store.open(cfg.db_path, cfg.models.keep_snapshots) as store:
             pipeline = self.pipeline = await self._restore(store)
+            self._store = store
+            # Commands given while no daemon ran are applied now, before any new reading.
+            await self._apply_commands(pipeline, [])
+            await store.write(pipeline.take_batch())
             # What exists now (modules, models) lives as long as the daemon: keep it out of
             # the garbage collector's full passes, which otherwise walk it every few seconds.
             gc.freeze()
@@ -172,6 +184,49 @@ class Daemon:
                     )
         return after
 
+    async def _apply_commands(self, pipeline: Pipeline, out: list[Outgoing]) -> None:
+        """Apply what the CLI asked for (rollback, import); each gets a result row."""
+        for cmd in await self._store.pending_commands():
+            try:
+                result = await self._apply(pipeline, cmd, out)
+                status = "done"
+            except CommandError as exc:
+                result, status = str(exc), "failed"
+            log.info("command_applied", id=cmd.id, kind=cmd.kind, stream=cmd.stream,
+                     key=cmd.key, status=status, result=result)  # fmt: skip
+            pipeline.batch.command_results.append((status, json.dumps(result), time.time(), cmd.id))
+
+    async def _apply(self, pipeline: Pipeline, cmd: Command, out: list[Outgoing]) -> str:
+        sk = (cmd.stream, cmd.key)
+        if cmd.stream not in pipeline.streams:
+            raise CommandError(f"no stream {cmd.stream!r} in the running config")
+        sid = pipeline.series.get(sk)
+        learner = pipeline.learners.get(sk)
+        if sid is None or learner is None:
+            raise CommandError(f"{cmd.stream}/{cmd.key} has no model yet")
+        version = await self._store.max_version(sid) + 1
+        if cmd.kind == "rollback":
+            to = int(cmd.args["to"])
+            if to == learner.model_version:
+                raise CommandError(f"version {to} is already the champion")
+            blob = await self._store.version_blob(sid, to)
+            if blob is None:
+                raise CommandError(f"{cmd.stream}/{cmd.key} has no version {to}")
+            reason = "rollback"
+        elif cmd.kind == "import" and cmd.blob is not None:
+            blob = bytes(cmd.blob)
+            reason = "import"
+        else:
+            raise CommandError(f"unknown command {cmd.kind!r}")
+        try:
+            model = pickle.loads(blob)
+        except Exception as exc:  # a model that does not unpickle is refused, whatever the cause
+            raise CommandError(f"the model does not load: {type(exc).__name__}: {exc}") from exc
+        pipeline.promote(cmd.stream, cmd.key, model, blob, version, reason, out)
+        if reason == "rollback":
+            return f"version {version} is the champion: the model of version {to}"
+        return f"version {version} is the champion: the imported model"
+
     # -- the learner task -----------------------------------------------------------
 
     async def _learn_loop(self, pipeline: Pipeline, stop: asyncio.Event) -> None:
@@ -179,12 +234,15 @@ class Daemon:
         out: list[Outgoing] = []
         last_summary = time.monotonic() - self._summary_every  # a heartbeat at once
         last_snapshot = time.monotonic()
+        last_commands = time.monotonic()
         stopping = asyncio.create_task(stop.wait())
         try:
             while not stop.is_set():
                 batch = pipeline.batch
                 if not inbox:
-                    deadline = last_summary + self._summary_every
+                    deadline = min(
+                        last_summary + self._summary_every, last_commands + _COMMANDS_EVERY
+                    )
                     if len(batch):
                         deadline = min(deadline, batch.first_added + self._flush_after)
                     self.session.has_messages.clear()
@@ -199,6 +257,10 @@ class Daemon:
                     pipeline.handle(inbox.popleft(), out)
                 self._send(out)
                 now = time.monotonic()
+                if now - last_commands >= _COMMANDS_EVERY:
+                    last_commands = now
+                    await self._apply_commands(pipeline, out)
+                    self._send(out)
                 due = now - last_summary >= self._summary_every
                 if due:
                     last_summary = now

@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import json
+import pickle
 import time
 from collections.abc import Mapping
 from dataclasses import asdict
@@ -190,6 +191,10 @@ class Pipeline:
                 sid = self.series[(stream, key)] = self._next_series
                 self._next_series += 1
                 self.batch.series.append((sid, stream, key, self.streams[stream].task, time.time()))
+                self.batch.versions.append(
+                    (sid, 1, time.time(), "initial", None, "{}", snapshot.RIVER_VERSION,
+                     pickle.dumps(learner.model, protocol=pickle.HIGHEST_PROTOCOL))
+                )  # fmt: skip
                 log.info("series_created", stream=stream, key=key)
         return learner
 
@@ -222,14 +227,47 @@ class Pipeline:
             )
         self.dirty.clear()
 
-    def add_snapshots(self, reason: str) -> int:
+    def promote(
+        self,
+        stream: str,
+        key: str,
+        model: Any,
+        blob: bytes,
+        version: int,
+        reason: str,
+        out: list[Outgoing],
+    ) -> None:
+        """Make `model` (pickled as `blob`) the champion of stream/key as a new version."""
+        sk = (stream, key)
+        lr = self.learners[sk]
+        sid = self.series[sk]
+        now = time.time()
+        parent = lr.model_version
+        self.batch.retired.append(
+            (pickle.dumps(lr.model, protocol=pickle.HIGHEST_PROTOCOL), sid, parent)
+        )
+        lr.replace_model(model, version)
+        metrics = json.dumps(lr.metrics())
+        self.batch.versions.append(
+            (sid, version, now, reason, parent, metrics, snapshot.RIVER_VERSION, blob)
+        )
+        fields = {"stream": stream, "key": key, "seq": None, "ts": now, "version": version,
+                  "parent": parent, "reason": reason}  # fmt: skip
+        self._event(reason, fields, out)
+        log.info("model_promoted", **fields)
+        self.dirty.add(sk)
+        self.unsnapped.add(sk)
+        self.add_snapshots(reason, only=sk)
+
+    def add_snapshots(self, reason: str, only: tuple[str, str] | None = None) -> int:
         """Snapshot every learner that learned since its last snapshot; how many were taken.
 
         The snapshot rides in the same batch as (or a later one than) the samples it has
         learned, so it is never committed ahead of them.
         """
         now = time.time()
-        for sk in self.unsnapped:
+        chosen = self.unsnapped if only is None else {only} & self.unsnapped
+        for sk in chosen:
             lr = self.learners[sk]
             self.batch.snapshots.append(
                 Snapshot(
@@ -242,8 +280,8 @@ class Pipeline:
                     snapshot.dump(lr),
                 )
             )
-        taken = len(self.unsnapped)
-        self.unsnapped.clear()
+        taken = len(chosen)
+        self.unsnapped -= chosen
         return taken
 
     def take_batch(self) -> Batch:

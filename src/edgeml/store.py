@@ -19,6 +19,7 @@ from edgeml.errors import StoreError
 __all__ = [
     "SCHEMA_VERSION",
     "Batch",
+    "Command",
     "Heartbeat",
     "Snapshot",
     "Store",
@@ -108,6 +109,39 @@ _MIGRATIONS: list[str] = [
     );
     CREATE INDEX snapshots_series ON snapshots(series, seq);
     """,
+    """
+    -- The registry: every model version of every stream/key and its lineage. `blob` is the
+    -- pickled pipeline as the version was created, replaced by its final state when another
+    -- version takes its place; the champion's live state is in its newest snapshot.
+    CREATE TABLE models(
+        id INTEGER PRIMARY KEY,
+        series INTEGER NOT NULL REFERENCES series(id),
+        version INTEGER NOT NULL,
+        created REAL NOT NULL,
+        reason TEXT NOT NULL,
+        parent INTEGER,
+        event INTEGER,
+        metrics TEXT NOT NULL,
+        river TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        blob BLOB NOT NULL,
+        UNIQUE(series, version)
+    );
+    -- The control channel: the CLI inserts, the daemon applies and writes the result.
+    CREATE TABLE commands(
+        id INTEGER PRIMARY KEY,
+        created REAL NOT NULL,
+        kind TEXT NOT NULL,
+        stream TEXT NOT NULL,
+        key TEXT NOT NULL,
+        args TEXT NOT NULL,
+        blob BLOB,
+        status TEXT NOT NULL DEFAULT 'pending',
+        result TEXT,
+        applied REAL
+    );
+    """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -153,6 +187,18 @@ class Snapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class Command:
+    """A request from the CLI, applied by the daemon (or at its next start)."""
+
+    id: int
+    kind: str
+    stream: str
+    key: str
+    args: dict[str, Any]
+    blob: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
 class StoredSnapshot:
     id: int
     series: int
@@ -173,6 +219,11 @@ class Batch:
     events: list[tuple[Any, ...]] = field(default_factory=list)
     summary: list[tuple[Any, ...]] = field(default_factory=list)
     snapshots: list[Snapshot] = field(default_factory=list)
+    # Registry rows: new versions (series, version, created, reason, parent, metrics, river,
+    # blob), final states of retired versions (blob, series, version), command results.
+    versions: list[tuple[Any, ...]] = field(default_factory=list)
+    retired: list[tuple[Any, ...]] = field(default_factory=list)
+    command_results: list[tuple[Any, ...]] = field(default_factory=list)
     heartbeat: Heartbeat | None = None
     # Prune samples, predictions and events older than this (epoch s), a slice at a time.
     prune_before: float | None = None
@@ -293,6 +344,28 @@ class Store:
                 out.setdefault(snap.series, []).append(snap)
         return out
 
+    async def pending_commands(self) -> list[Command]:
+        rows = await self._db.execute_fetchall(
+            "SELECT id, kind, stream, key, args, blob FROM commands WHERE status = 'pending'"
+            " ORDER BY id"
+        )
+        return [Command(int(r[0]), r[1], r[2], r[3], json.loads(r[4]), r[5]) for r in rows]
+
+    async def max_version(self, series: int) -> int:
+        async with self._db.execute(
+            "SELECT COALESCE(MAX(version), 0) FROM models WHERE series = ?", (series,)
+        ) as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def version_blob(self, series: int, version: int) -> bytes | None:
+        async with self._db.execute(
+            "SELECT CAST(blob AS BLOB) FROM models WHERE series = ? AND version = ?",
+            (series, version),
+        ) as cur:
+            row = await cur.fetchone()
+        return bytes(row[0]) if row else None
+
     async def replay(
         self, streams: Sequence[str], after: dict[int, int], chunk: int = 5000
     ) -> AsyncIterator[tuple[int, str, str, float, dict[str, float], float]]:
@@ -359,6 +432,29 @@ class Store:
                 )
             if batch.snapshots:
                 await self._snapshots(batch.snapshots)
+            if batch.versions:
+                await db.executemany(
+                    "INSERT INTO models(series, version, created, reason, parent, metrics, river,"
+                    " size, sha256, blob) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    [
+                        (*v[:7], len(v[7]), hashlib.sha256(v[7]).hexdigest(), v[7])
+                        for v in batch.versions
+                    ],
+                )
+            if batch.retired:
+                await db.executemany(
+                    "UPDATE models SET blob = ?, size = ?, sha256 = ?"
+                    " WHERE series = ? AND version = ?",
+                    [
+                        (b, len(b), hashlib.sha256(b).hexdigest(), series, version)
+                        for b, series, version in batch.retired
+                    ],
+                )
+            if batch.command_results:
+                await db.executemany(
+                    "UPDATE commands SET status = ?, result = ?, applied = ? WHERE id = ?",
+                    batch.command_results,
+                )
             if batch.heartbeat is not None:
                 await self._heartbeat(batch.heartbeat)
             if batch.prune_before is not None:

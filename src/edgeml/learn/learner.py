@@ -104,6 +104,12 @@ class Learner:
                 )
         return Outcome(sample, seq, y_pred, error, self.model_version, event, reset)
 
+    def replace_model(self, model: Any, version: int) -> None:
+        """A new champion (rollback, import): metrics go on, drift detection starts afresh."""
+        self.model = model
+        self.model_version = version
+        self.adwin = drift.ADWIN(delta=self.stream.drift.delta)
+
     def metrics(self) -> dict[str, float | None]:
         """The status contract's metric keys; None until the first sample."""
         if not self.samples:
