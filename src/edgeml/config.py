@@ -228,6 +228,7 @@ class StoreConfig(_Frozen):
 class ModelsConfig(_Frozen):
     snapshot_interval: str = "5m"
     keep_snapshots: Annotated[StrictInt, Field(ge=1, le=100)] = 3
+    max_live: Annotated[StrictInt, Field(ge=1)] = 1000
 
     @field_validator("snapshot_interval")
     @classmethod

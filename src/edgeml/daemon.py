@@ -15,9 +15,9 @@ import structlog
 
 from edgeml import __version__
 from edgeml.config import Config, parse_duration
-from edgeml.ingest import Session
-from edgeml.learn import snapshot
-from edgeml.pipeline import Outgoing, Pipeline
+from edgeml.ingest import Delivery, Session
+from edgeml.learn import Learner, snapshot
+from edgeml.pipeline import NeedsLearner, Outgoing, Pipeline
 from edgeml.store import Batch, Command, Heartbeat, Store, StoredSnapshot
 
 __all__ = ["Daemon", "run"]
@@ -115,74 +115,102 @@ class Daemon:
         )
 
     async def _restore(self, store: Store) -> Pipeline:
-        """Load each model's newest usable snapshot, then replay the samples that followed it."""
+        """Bring back the most recently active models (at most `max_live`): each from its
+        newest usable snapshot, then the samples that followed it. The others stay in the
+        store and come back when their next reading arrives.
+        """
         series = await store.series()
         pipeline = Pipeline(
             self.cfg, await store.next_seq(), series, await store.recent_deliveries()
         )
         t0 = time.monotonic()
-        after = self._load_snapshots(pipeline, series, await store.snapshots())
+        index = await store.snapshot_index()
+        wanted = [(sk, sid) for sk, sid in series.items() if sk[0] in pipeline.streams]
+        # A series without a snapshot has learned nothing since start-up yet: first in line.
+        wanted.sort(key=lambda item: -index[item[1]][0].seq if item[1] in index else -(2**62))
+        after: dict[int, int] = {}
+        for sk, sid in wanted[: self.cfg.models.max_live]:
+            after[sid] = await self._load(store, pipeline, sk, sid, index.get(sid, []))
         n = 0
-        async for row in store.replay([s.name for s in self.cfg.stream], after):
-            pipeline.replay(*row)
+        async for seq, stream, key, ts, x, y in store.replay(after):
+            pipeline.replay(seq, stream, key, ts, x, y)
             n += 1
             if n % 100_000 == 0:
                 log.info("replay_progress", samples=n)
-        if n or after:
+        if pipeline.learners:
             log.info(
                 "restored",
-                snapshots=len(after),
+                snapshots=sum(1 for seq in after.values() if seq),
                 replayed=n,
                 models=len(pipeline.learners),
+                parked=len(wanted) - len(pipeline.learners),
                 seconds=round(time.monotonic() - t0, 2),
             )
             pipeline.add_summary()
         return pipeline
 
-    def _load_snapshots(
+    async def _load(
         self,
+        store: Store,
         pipeline: Pipeline,
-        series: dict[tuple[str, str], int],
-        snapshots: dict[int, list[StoredSnapshot]],
-    ) -> dict[int, int]:
-        """series id -> seq its restored snapshot has learned (absent: replay from the start)."""
-        after: dict[int, int] = {}
-        for (stream_name, key), sid in series.items():
-            stream = pipeline.streams.get(stream_name)
-            if stream is None:
+        sk: tuple[str, str],
+        sid: int,
+        snapshots: list[StoredSnapshot],
+    ) -> int:
+        """Restore one model from its newest usable snapshot; returns the seq it has learned
+        (0: no usable snapshot, a fresh model that must learn the series' whole log).
+        """
+        stream_name, key = sk
+        stream = pipeline.streams[stream_name]
+        for i, snap in enumerate(snapshots):
+            try:
+                blob = await store.load_blob(snap.id)
+                learner = snapshot.load(stream, key, blob, snap.sha256, snap.river)
+            except snapshot.SnapshotError as exc:
+                log.warning(
+                    "snapshot_unusable",
+                    stream=stream_name,
+                    key=key,
+                    snapshot_id=snap.id,
+                    seq=snap.seq,
+                    reason=str(exc),
+                )
                 continue
-            for i, snap in enumerate(snapshots.get(sid, [])):
-                try:
-                    learner = snapshot.load(stream, key, snap.blob, snap.sha256, snap.river)
-                except snapshot.SnapshotError as exc:
-                    log.warning(
-                        "snapshot_unusable",
-                        stream=stream_name,
-                        key=key,
-                        snapshot_id=snap.id,
-                        seq=snap.seq,
-                        reason=str(exc),
-                    )
-                    continue
-                pipeline.restore(learner)
-                after[sid] = snap.seq
-                if i:
-                    log.warning(
-                        "snapshot_fallback",
-                        stream=stream_name,
-                        key=key,
-                        detail=f"using an older snapshot (seq {snap.seq}) and a longer replay",
-                    )
-                break
-            else:
-                if snapshots.get(sid):
-                    log.warning(
-                        "snapshot_fallback",
-                        stream=stream_name,
-                        key=key,
-                        detail="no usable snapshot: a fresh model learns the whole log again",
-                    )
-        return after
+            pipeline.restore(learner)
+            if i:
+                log.warning(
+                    "snapshot_fallback",
+                    stream=stream_name,
+                    key=key,
+                    detail=f"using an older snapshot (seq {snap.seq}) and a longer replay",
+                )
+            return snap.seq
+        if snapshots:
+            log.warning(
+                "snapshot_fallback",
+                stream=stream_name,
+                key=key,
+                detail="no usable snapshot: a fresh model learns the whole log again",
+            )
+        pipeline.restore(Learner(stream, key))
+        return 0
+
+    async def _bring_back(self, pipeline: Pipeline, keys: list[tuple[str, str]]) -> None:
+        """Reload evicted models from the store (snapshot + the samples that followed it)."""
+        for sk in keys:
+            sid = pipeline.series[sk]
+            seq = await self._load(
+                self._store, pipeline, sk, sid, await self._store.snapshots_of(sid)
+            )
+            for s_seq, ts, x, y in await self._store.replay_series(sid, seq):
+                pipeline.replay(s_seq, sk[0], sk[1], ts, x, y)
+
+    async def _handle(self, pipeline: Pipeline, d: Delivery, out: list[Outgoing]) -> None:
+        try:
+            pipeline.handle(d, out)
+        except NeedsLearner as need:
+            await self._bring_back(pipeline, need.keys)
+            pipeline.handle(d, out)
 
     async def _apply_commands(self, pipeline: Pipeline, out: list[Outgoing]) -> None:
         """Apply what the CLI asked for (rollback, import); each gets a result row."""
@@ -201,9 +229,11 @@ class Daemon:
         if cmd.stream not in pipeline.streams:
             raise CommandError(f"no stream {cmd.stream!r} in the running config")
         sid = pipeline.series.get(sk)
-        learner = pipeline.learners.get(sk)
-        if sid is None or learner is None:
+        if sid is None:
             raise CommandError(f"{cmd.stream}/{cmd.key} has no model yet")
+        if sk not in pipeline.learners:
+            await self._bring_back(pipeline, [sk])
+        learner = pipeline.learners[sk]
         version = await self._store.max_version(sid) + 1
         if cmd.kind == "rollback":
             to = int(cmd.args["to"])
@@ -254,7 +284,7 @@ class Daemon:
                     )
                     wait.cancel()
                 for _ in range(min(len(inbox), _CHUNK)):
-                    pipeline.handle(inbox.popleft(), out)
+                    await self._handle(pipeline, inbox.popleft(), out)
                 self._send(out)
                 now = time.monotonic()
                 if now - last_commands >= _COMMANDS_EVERY:
@@ -283,7 +313,7 @@ class Daemon:
             # Stop intake: what was received is learned and committed; anything that arrives
             # from now on stays unacknowledged and the broker sends it again next time.
             for _ in range(len(inbox)):
-                pipeline.handle(inbox.popleft(), out)
+                await self._handle(pipeline, inbox.popleft(), out)
             self._send(out)
             pipeline.add_summary()
             pipeline.add_snapshots("shutdown")
@@ -332,6 +362,8 @@ class Daemon:
                 if batch is None:
                     return
                 await store.write(batch)
+                if self.pipeline is not None:
+                    self.pipeline.written_batches = batch.number
                 # Only now, with the batch committed, may the broker forget these messages.
                 for mid, qos, generation in batch.acks:
                     self.session.ack(mid, qos, generation)

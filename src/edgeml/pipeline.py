@@ -22,11 +22,11 @@ from edgeml.decode import Decoder, parse
 from edgeml.ingest import Delivery
 from edgeml.learn import Learner, snapshot
 from edgeml.logs import RateLimitedLog
-from edgeml.publish import drift_message, event_message, prediction_message, prediction_topic
+from edgeml.publish import drift_message, event_message, prediction_message
 from edgeml.records import Outcome, Reject, Sample
 from edgeml.store import Batch, Snapshot
 
-__all__ = ["Outgoing", "Pipeline", "delivery_hash"]
+__all__ = ["NeedsLearner", "Outgoing", "Pipeline", "delivery_hash"]
 
 log = structlog.get_logger("edgeml.pipeline")
 
@@ -35,6 +35,14 @@ Outgoing = tuple[str, bytes, int]  # topic, payload, qos
 
 # One encoder for the hot path: json.dumps with any option builds a new encoder per call.
 _compact = json.JSONEncoder(separators=(",", ":")).encode
+
+
+class NeedsLearner(Exception):
+    """These stream/keys were evicted: read their snapshots back, then handle again."""
+
+    def __init__(self, keys: list[tuple[str, str]]) -> None:
+        super().__init__(keys)
+        self.keys = keys
 
 
 def delivery_hash(topic: str, payload: bytes) -> int:
@@ -54,7 +62,14 @@ class Pipeline:
         self.cfg = cfg
         self.decoders = [Decoder(s, cfg.mqtt.max_payload_bytes) for s in cfg.stream]
         self.streams = {s.name: s for s in cfg.stream}
-        self.learners: dict[tuple[str, str], Learner] = {}
+        # The live models, least recently used first; at most `max_live` stay in memory.
+        self.learners: collections.OrderedDict[tuple[str, str], Learner] = collections.OrderedDict()
+        self.max_live = cfg.models.max_live
+        # Snapshots of evicted learners, kept until the batch that holds them is written.
+        self.parked: dict[tuple[str, str], tuple[Snapshot, int]] = {}
+        self.written_batches = 0  # set by the store writer
+        self._batch_number = 0
+        self.evictions = 0
         self.series = dict(series)
         self._next_series = max(self.series.values(), default=0) + 1
         self.next_seq = next_seq
@@ -67,31 +82,37 @@ class Pipeline:
         self.unmatched = 0
         self.dirty: set[tuple[str, str]] = set()
         self.unsnapped: set[tuple[str, str]] = set()  # learned since their last snapshot
-        self._topics: dict[tuple[str, str], str] = {}
+        self._topic_prefix = f"{cfg.mqtt.topic_prefix}/{cfg.node.id}"
         self._warn = RateLimitedLog(log)
 
     # -- start-up -------------------------------------------------------------------
 
     def restore(self, learner: Learner) -> None:
         """Put a learner loaded from a snapshot in place (before replaying what followed it)."""
-        self.learners[(learner.stream.name, learner.key)] = learner
-        self.dirty.add((learner.stream.name, learner.key))
+        sk = (learner.stream.name, learner.key)
+        self.learners[sk] = learner
+        self.parked.pop(sk, None)
+        self.dirty.add(sk)
 
     def replay(
         self, seq: int, stream: str, key: str, ts: float, x: dict[str, float], y: float
     ) -> None:
-        """Learn a stored sample again (after a restart); nothing is written or published."""
-        if stream in self.streams:
-            self._learner(stream, key).process(Sample(stream, key, ts, x, y), seq)
-            self.dirty.add((stream, key))
-            self.unsnapped.add((stream, key))
+        """Learn a stored sample again (after a restart); nothing is written or published.
+
+        The stream/key must be live (restored) already: replay never starts a fresh model.
+        """
+        self.learners[(stream, key)].process(Sample(stream, key, ts, x, y), seq)
+        self.dirty.add((stream, key))
+        self.unsnapped.add((stream, key))
 
     # -- the hot path -----------------------------------------------------------------
 
     def handle(self, d: Delivery, out: list[Outgoing]) -> None:
-        """Test-then-train every stream that the delivery's topic matches."""
-        if not self.batch.acks and not self.batch.samples:
-            self.batch.first_added = time.monotonic()
+        """Test-then-train every stream that the delivery's topic matches.
+
+        Raises NeedsLearner, before changing anything, when a model it needs was evicted and
+        must be read back from the store first (the caller does that and calls again).
+        """
         fingerprint = None
         if d.qos:
             fingerprint = delivery_hash(d.topic, d.payload)
@@ -99,13 +120,13 @@ class Pipeline:
             # if we stored it already (a crash or a reconnect between commit and PUBACK), only
             # acknowledge it.
             if d.dup and self.recent.get(d.mid) == fingerprint:
+                self._note_first()
                 self.duplicates += 1
                 self.batch.acks.append((d.mid, d.qos, d.generation))
                 return
-            self.recent[d.mid] = fingerprint
-            self.batch.acks.append((d.mid, d.qos, d.generation))
         value: Any = None
         matched = False
+        results: list[Sample | Reject] = []
         for decoder in self.decoders:
             if not decoder.matches(d.topic):
                 continue
@@ -113,15 +134,48 @@ class Pipeline:
                 matched = True
                 value = parse(d.payload, decoder.max_payload_bytes)
             if isinstance(value, Reject):
-                result: Sample | Reject = Reject(decoder.name, value.reason, value.detail)
+                results.append(Reject(decoder.name, value.reason, value.detail))
             else:
-                result = decoder.extract(d.topic, value, d.arrival)
+                results.append(decoder.extract(d.topic, value, d.arrival))
+        missing = [
+            (r.stream, r.key)
+            for r in results
+            if isinstance(r, Sample) and not self._available((r.stream, r.key))
+        ]
+        if missing:
+            raise NeedsLearner(missing)
+        self._note_first()
+        if d.qos:
+            self.recent[d.mid] = fingerprint  # type: ignore[assignment]
+            self.batch.acks.append((d.mid, d.qos, d.generation))
+        for result in results:
             if isinstance(result, Reject):
                 self._reject(result, d.topic)
             else:
                 self._learn(result, d, fingerprint, out)
         if not matched:
             self.unmatched += 1
+        self._evict_excess()
+
+    def _note_first(self) -> None:
+        if not self.batch.acks and not self.batch.samples:
+            self.batch.first_added = time.monotonic()
+
+    def _available(self, sk: tuple[str, str]) -> bool:
+        """Live, parked in memory, or never seen (a new model): no store read needed."""
+        return sk in self.learners or sk in self.parked or sk not in self.series
+
+    def _evict_excess(self) -> None:
+        """Snapshot and unload the least recently used models beyond `max_live`."""
+        while len(self.learners) > self.max_live:
+            sk, lr = self.learners.popitem(last=False)
+            snap = self._snapshot(sk, lr, "evict")
+            self.batch.snapshots.append(snap)
+            self.unsnapped.discard(sk)
+            self.dirty.discard(sk)
+            self.batch.summary.append(self._summary_row(sk, lr, time.time()))
+            self.parked[sk] = (snap, self._batch_number + 1)  # the number this batch will get
+            self.evictions += 1
 
     def _reject(self, r: Reject, topic: str) -> None:
         self.rejected[r.reason.value] += 1
@@ -184,7 +238,17 @@ class Pipeline:
         out.append((self.cfg.events_topic, event_message(kind, fields), 1))
 
     def _learner(self, stream: str, key: str) -> Learner:
-        learner = self.learners.get((stream, key))
+        sk = (stream, key)
+        learner = self.learners.get(sk)
+        if learner is not None:
+            self.learners.move_to_end(sk)
+            return learner
+        parked = self.parked.pop(sk, None)
+        if parked is not None:
+            learner = self.learners[sk] = snapshot.load(
+                self.streams[stream], key, parked[0].blob, parked[0].sha256, parked[0].river
+            )
+            return learner
         if learner is None:
             learner = self.learners[(stream, key)] = Learner(self.streams[stream], key)
             if (stream, key) not in self.series:
@@ -199,13 +263,8 @@ class Pipeline:
         return learner
 
     def _topic(self, stream: str, key: str) -> str:
-        topic = self._topics.get((stream, key))
-        if topic is None:
-            m = self.cfg.mqtt
-            topic = self._topics[(stream, key)] = prediction_topic(
-                m.topic_prefix, self.cfg.node.id, stream, key
-            )
-        return topic
+        # Built per reading rather than cached: a cache would grow with every device ever seen.
+        return f"{self._topic_prefix}/{stream}/{key}/prediction"
 
     # -- batching ---------------------------------------------------------------------
 
@@ -213,19 +272,30 @@ class Pipeline:
         """Add summary rows for every stream/key that learned since the last call."""
         now = time.time()
         for sk in self.dirty:
-            lr = self.learners[sk]
-            self.batch.summary.append(
-                (
-                    self.series[sk],
-                    lr.samples,
-                    lr.last_seen,
-                    lr.model_version,
-                    json.dumps(lr.metrics()),
-                    lr.drifts,
-                    now,
-                )
-            )
+            self.batch.summary.append(self._summary_row(sk, self.learners[sk], now))
         self.dirty.clear()
+
+    def _summary_row(self, sk: tuple[str, str], lr: Learner, now: float) -> tuple[Any, ...]:
+        return (
+            self.series[sk],
+            lr.samples,
+            lr.last_seen,
+            lr.model_version,
+            json.dumps(lr.metrics()),
+            lr.drifts,
+            now,
+        )
+
+    def _snapshot(self, sk: tuple[str, str], lr: Learner, reason: str) -> Snapshot:
+        return Snapshot(
+            self.series[sk],
+            lr.last_seq,
+            time.time(),
+            reason,
+            lr.model_version,
+            snapshot.RIVER_VERSION,
+            snapshot.dump(lr),
+        )
 
     def promote(
         self,
@@ -265,25 +335,19 @@ class Pipeline:
         The snapshot rides in the same batch as (or a later one than) the samples it has
         learned, so it is never committed ahead of them.
         """
-        now = time.time()
         chosen = self.unsnapped if only is None else {only} & self.unsnapped
         for sk in chosen:
-            lr = self.learners[sk]
-            self.batch.snapshots.append(
-                Snapshot(
-                    self.series[sk],
-                    lr.last_seq,
-                    now,
-                    reason,
-                    lr.model_version,
-                    snapshot.RIVER_VERSION,
-                    snapshot.dump(lr),
-                )
-            )
+            self.batch.snapshots.append(self._snapshot(sk, self.learners[sk], reason))
         taken = len(chosen)
         self.unsnapped -= chosen
         return taken
 
     def take_batch(self) -> Batch:
+        """Hand the batch to the writer; forget parked snapshots the store now holds."""
         batch, self.batch = self.batch, Batch()
+        batch.number = self._batch_number = self._batch_number + 1
+        if self.parked:
+            done = self.written_batches
+            for sk in [sk for sk, (_, n) in self.parked.items() if n <= done]:
+                del self.parked[sk]
         return batch

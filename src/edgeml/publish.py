@@ -8,11 +8,7 @@ from typing import Any
 
 from edgeml.records import DriftEvent, Outcome
 
-__all__ = ["drift_message", "event_message", "prediction_message", "prediction_topic"]
-
-
-def prediction_topic(prefix: str, node: str, stream: str, key: str) -> str:
-    return f"{prefix}/{node}/{stream}/{key}/prediction"
+__all__ = ["drift_message", "event_message", "prediction_message"]
 
 
 def prediction_message(outcome: Outcome) -> bytes:

@@ -7,7 +7,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -206,7 +206,6 @@ class StoredSnapshot:
     reason: str
     river: str
     sha256: str
-    blob: bytes
 
 
 @dataclass(slots=True)
@@ -230,6 +229,7 @@ class Batch:
     # (mid, qos, connection generation) of every MQTT message the batch accounts for.
     acks: list[tuple[int, int, int]] = field(default_factory=list)
     first_added: float = 0.0
+    number: int = 0  # batches are numbered in the order they are taken
 
     def __len__(self) -> int:
         """Messages (or samples, when one message feeds several streams) in the batch."""
@@ -330,19 +330,44 @@ class Store:
         )
         return {int(r[0]): int(r[1]) for r in rows}
 
-    async def snapshots(self) -> dict[int, list[StoredSnapshot]]:
-        """Every kept snapshot per series, newest first."""
+    async def snapshot_index(self) -> dict[int, list[StoredSnapshot]]:
+        """Every kept snapshot per series, newest first, without its bytes (see `load_blob`)."""
         out: dict[int, list[StoredSnapshot]] = {}
         async with self._db.execute(
-            "SELECT id, series, seq, reason, river, sha256, CAST(blob AS BLOB) FROM snapshots"
+            "SELECT id, series, seq, reason, river, sha256 FROM snapshots"
             " ORDER BY series, seq DESC, id DESC"
         ) as cur:
             async for r in cur:
-                snap = StoredSnapshot(
-                    int(r[0]), int(r[1]), int(r[2]), r[3], r[4], r[5], bytes(r[6])
-                )
+                snap = StoredSnapshot(int(r[0]), int(r[1]), int(r[2]), r[3], r[4], r[5])
                 out.setdefault(snap.series, []).append(snap)
         return out
+
+    async def snapshots_of(self, series: int) -> list[StoredSnapshot]:
+        async with self._db.execute(
+            "SELECT id, series, seq, reason, river, sha256 FROM snapshots WHERE series = ?"
+            " ORDER BY seq DESC, id DESC",
+            (series,),
+        ) as cur:
+            return [
+                StoredSnapshot(int(r[0]), int(r[1]), int(r[2]), r[3], r[4], r[5]) async for r in cur
+            ]
+
+    async def load_blob(self, snapshot_id: int) -> bytes:
+        async with self._db.execute(
+            "SELECT CAST(blob AS BLOB) FROM snapshots WHERE id = ?", (snapshot_id,)
+        ) as cur:
+            row = await cur.fetchone()
+        return bytes(row[0]) if row else b""
+
+    async def replay_series(
+        self, series: int, after: int
+    ) -> list[tuple[int, float, dict[str, float], float]]:
+        """One series' samples after `after`: seq, ts, x, y (a rowid range scan from `after`)."""
+        rows = await self._db.execute_fetchall(
+            "SELECT seq, ts, x, y FROM samples WHERE seq > ? AND series = ? ORDER BY seq",
+            (after, series),
+        )
+        return [(int(r[0]), float(r[1]), json.loads(r[2]), float(r[3])) for r in rows]
 
     async def pending_commands(self) -> list[Command]:
         rows = await self._db.execute_fetchall(
@@ -367,34 +392,30 @@ class Store:
         return bytes(row[0]) if row else None
 
     async def replay(
-        self, streams: Sequence[str], after: dict[int, int], chunk: int = 5000
+        self, after: dict[int, int], chunk: int = 5000
     ) -> AsyncIterator[tuple[int, str, str, float, dict[str, float], float]]:
-        """Stored samples of these streams in learning order (seq, stream, key, ts, x, y),
-        skipping each series' samples up to `after[series]` (what its snapshot has learned).
+        """The samples of the series in `after` that follow `after[series]` (what the series'
+        snapshot has learned), in learning order: seq, stream, key, ts, x, y.
         """
-        if not streams:
+        if not after:
             return
-        marks = ",".join("?" * len(streams))
-        async with self._db.execute(
-            f"SELECT id FROM series WHERE stream IN ({marks})", tuple(streams)
-        ) as cur:
-            wanted = [int(r[0]) async for r in cur]
-        if not wanted:
-            return
-        last = min(after.get(sid, 0) for sid in wanted)
+        names = {
+            int(r[0]): (r[1], r[2])
+            for r in await self._db.execute_fetchall("SELECT id, stream, key FROM series")
+        }
+        last = min(after.values())
         while True:
             rows = list(
                 await self._db.execute_fetchall(
-                    "SELECT s.seq, s.series, r.stream, r.key, s.ts, s.x, s.y FROM samples s"
-                    f" JOIN series r ON r.id = s.series WHERE s.seq > ? AND r.stream IN ({marks})"
-                    " ORDER BY s.seq LIMIT ?",
-                    (last, *streams, chunk),
+                    "SELECT seq, series, ts, x, y FROM samples WHERE seq > ? ORDER BY seq LIMIT ?",
+                    (last, chunk),
                 )
             )
             if not rows:
                 return
-            for seq, series, stream, key, ts, x, y in rows:
-                if seq > after.get(series, 0):
+            for seq, series, ts, x, y in rows:
+                if series in after and seq > after[series]:
+                    stream, key = names[series]
                     yield int(seq), stream, key, float(ts), json.loads(x), float(y)
             last = int(rows[-1][0])
 
