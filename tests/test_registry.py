@@ -9,12 +9,14 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from river import linear_model, preprocessing
 from typer.testing import CliRunner
 
 from edgeml.cli import app
 from tests.conftest import (
     TELEMETRY,
     Broker,
+    db_rows,
     load_config,
     publish_all,
     running,
@@ -163,3 +165,32 @@ async def test_export_all_and_refusals(broker: Broker, tmp_path: Path) -> None:
     assert r.exit_code == 1 and "has no version 7 (it has 1)" in r.stderr
     r = runner.invoke(app, ["models", "export", "temp/nope", "-c", str(config)])
     assert r.exit_code == 1 and "no such model" in r.stderr
+
+
+async def test_retrain_trains_a_fresh_model_on_the_newest_samples(
+    broker: Broker, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path, broker, TELEMETRY)
+    cfg = load_config(config)
+    async with running(cfg) as daemon:
+        await publish_all(broker, telemetry(300))
+        assert await settle(cfg, 300) == 300
+        r = await cli("models", "retrain", "temp/dev2", "--samples", "40", "-c", str(config))
+        assert r.exit_code == 0, r.output
+        assert (
+            "version 2 is the champion: a fresh model trained on the newest 40 samples" in r.stdout
+        )
+        assert daemon.pipeline is not None
+        live = daemon.pipeline.learners[("temp", "dev2")].model
+    # The same preset trained on dev2's newest 40 samples, oldest first, is that model.
+    rows = db_rows(
+        cfg,
+        "SELECT s.x, s.y FROM samples s JOIN series r ON r.id = s.series WHERE r.key = 'dev2'"
+        " ORDER BY s.seq DESC LIMIT 40",
+    )
+    expected = preprocessing.StandardScaler() | linear_model.LinearRegression()
+    for x, y in reversed(rows):
+        expected.learn_one(json.loads(x), y)
+    assert [live.predict_one(x) for x in PROBE] == [expected.predict_one(x) for x in PROBE]
+    row = {(r["key"], r["version"]): r for r in versions(config)}[("dev2", 2)]
+    assert (row["reason"], row["parent"], row["champion"]) == ("manual", 1, True)

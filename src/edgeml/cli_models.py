@@ -1,4 +1,4 @@
-"""`edgeml models ...`: list, export, import and roll back model versions."""
+"""`edgeml models ...`: list, export, import, roll back and retrain model versions."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from edgeml.config import Config, load
 from edgeml.errors import ConfigError, EdgemlError
 
 app = typer.Typer(
-    help="Model versions: list, export, import, roll back.",
+    help="Model versions: list, export, import, roll back, retrain.",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -199,6 +199,28 @@ def rollback(
                 f"{target} has no version {to} (it has {', '.join(map(str, versions)) or 'none'})"
             )
         command_id = send_command(cfg.db_path, "rollback", stream, key, {"to": to})
+    except EdgemlError as exc:
+        raise _fail(str(exc)) from None
+    _report(cfg, command_id)
+
+
+@app.command()
+def retrain(
+    target: Annotated[str, typer.Argument(help="STREAM/KEY.")],
+    samples: Annotated[
+        int, typer.Option(help="Train on this many of the newest stored samples.", min=1)
+    ] = 500,
+    config: ConfigOpt = Path("config.toml"),
+) -> None:
+    """Train a fresh model on the newest samples and make it the champion (reason `manual`)."""
+    cfg = _load(config)
+    from edgeml.registry import list_versions, send_command
+
+    stream, key = _split(target)
+    try:
+        if not any(v["key"] == key for v in list_versions(cfg.db_path, stream)):
+            raise _fail(f"{target}: no such model (see `edgeml models list`)")
+        command_id = send_command(cfg.db_path, "retrain", stream, key, {"samples": samples})
     except EdgemlError as exc:
         raise _fail(str(exc)) from None
     _report(cfg, command_id)

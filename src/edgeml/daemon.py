@@ -16,7 +16,7 @@ import structlog
 from edgeml import __version__
 from edgeml.config import Config, parse_duration
 from edgeml.ingest import Delivery, Session
-from edgeml.learn import Learner, snapshot
+from edgeml.learn import Learner, build_model, snapshot
 from edgeml.pipeline import NeedsLearner, Outgoing, Pipeline
 from edgeml.store import Batch, Command, Heartbeat, Store, StoredSnapshot
 
@@ -235,17 +235,30 @@ class Daemon:
             await self._bring_back(pipeline, [sk])
         learner = pipeline.learners[sk]
         version = await self._store.max_version(sid) + 1
+        if cmd.kind == "retrain":
+            # A fresh model of the stream's preset, trained on the newest samples of the log.
+            rows = await self._store.recent_samples(sid, int(cmd.args.get("samples", 500)))
+            if not rows:
+                raise CommandError(f"{cmd.stream}/{cmd.key} has no stored samples to train on")
+            model = build_model(pipeline.streams[cmd.stream].model)
+            for x, y in rows:
+                model.learn_one(x, y)
+            blob = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
+            pipeline.promote(cmd.stream, cmd.key, model, blob, version, "manual", out)
+            return (
+                f"version {version} is the champion: a fresh model trained on the newest "
+                f"{len(rows)} samples"
+            )
         if cmd.kind == "rollback":
             to = int(cmd.args["to"])
             if to == learner.model_version:
                 raise CommandError(f"version {to} is already the champion")
-            blob = await self._store.version_blob(sid, to)
-            if blob is None:
+            blob_or_none = await self._store.version_blob(sid, to)
+            if blob_or_none is None:
                 raise CommandError(f"{cmd.stream}/{cmd.key} has no version {to}")
-            reason = "rollback"
+            blob, reason = blob_or_none, "rollback"
         elif cmd.kind == "import" and cmd.blob is not None:
-            blob = bytes(cmd.blob)
-            reason = "import"
+            blob, reason = bytes(cmd.blob), "import"
         else:
             raise CommandError(f"unknown command {cmd.kind!r}")
         try:

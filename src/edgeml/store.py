@@ -359,6 +359,13 @@ class Store:
             row = await cur.fetchone()
         return bytes(row[0]) if row else b""
 
+    async def recent_samples(self, series: int, limit: int) -> list[tuple[dict[str, float], float]]:
+        """The newest `limit` samples of a series, oldest first: (x, y)."""
+        rows = await self._db.execute_fetchall(
+            "SELECT x, y FROM samples WHERE series = ? ORDER BY seq DESC LIMIT ?", (series, limit)
+        )
+        return [(json.loads(r[0]), float(r[1])) for r in reversed(list(rows))]
+
     async def replay_series(
         self, series: int, after: int
     ) -> list[tuple[int, float, dict[str, float], float]]:
