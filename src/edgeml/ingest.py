@@ -6,11 +6,13 @@ import asyncio
 import collections
 import contextlib
 import logging
+import math
 import random
 import socket
 import ssl
 import time
-from typing import NamedTuple
+from collections.abc import Coroutine
+from typing import Any, NamedTuple, TypeVar
 
 import aiomqtt
 import paho.mqtt.client as paho
@@ -24,6 +26,7 @@ from edgeml.config import Config
 __all__ = ["BACKOFF_CAP_S", "Delivery", "Session"]
 
 log = structlog.get_logger("edgeml.ingest")
+T = TypeVar("T")
 
 BACKOFF_FIRST_S = 0.5
 BACKOFF_CAP_S = 30.0
@@ -155,22 +158,14 @@ class Session:
                 async with client:
                     self.connects += 1
                     self.state = "connected"
-                    await self._subscribe(client)
-                    await client.publish(self.cfg.status_topic, b"online", qos=1, retain=True)
-                    log.info(
-                        "mqtt_connected",
-                        host=self.cfg.mqtt.host,
-                        port=self.cfg.mqtt.port,
-                        client_id=self.cfg.client_id,
-                        topics=self.topics,
-                        connects=self.connects,
-                    )
-                    self.subscribed.set()
-                    attempt = 0
-                    if await self._until_disconnect_or(client, shutdown):
-                        await client.publish(self.cfg.status_topic, b"offline", qos=1, retain=True)
-                        self.state = "disconnected"
-                        return
+                    attempt = 0  # the broker took us: a later failure starts a new backoff
+                    watcher = asyncio.create_task(self._watch(client), name="mqtt-watch")
+                    try:
+                        await self._serve(client, shutdown, watcher)
+                    finally:
+                        watcher.cancel()
+                    self.state = "disconnected"
+                    return
             except aiomqtt.MqttError as exc:
                 self.state = "disconnected"
                 delay = min(BACKOFF_CAP_S, BACKOFF_FIRST_S * 2**attempt)
@@ -182,30 +177,61 @@ class Session:
                     await asyncio.wait_for(shutdown.wait(), timeout=delay)
         self.state = "disconnected"
 
+    async def _serve(
+        self, client: aiomqtt.Client, shutdown: asyncio.Event, watcher: asyncio.Task[None]
+    ) -> None:
+        """Subscribe, say online, wait for `shutdown`, say offline; MqttError if the
+        connection drops on the way.
+        """
+        # Mosquitto may hold back the SUBACK, and the PUBACK of `online`, until it has
+        # delivered the backlog queued for our session (seen: 10 s for 100,000 readings).
+        # So no timeout: a lost connection ends these waits through the watcher instead.
+        await _race(self._subscribe(client), watcher)
+        await _race(
+            client.publish(self.cfg.status_topic, b"online", qos=1, retain=True, timeout=math.inf),
+            watcher,
+        )
+        log.info(
+            "mqtt_connected",
+            host=self.cfg.mqtt.host,
+            port=self.cfg.mqtt.port,
+            client_id=self.cfg.client_id,
+            topics=self.topics,
+            connects=self.connects,
+        )
+        self.subscribed.set()
+        await _race(shutdown.wait(), watcher)
+        # Sent before the DISCONNECT, so the broker publishes it even if its PUBACK is slow;
+        # the stop does not wait long for that acknowledgement.
+        with contextlib.suppress(aiomqtt.MqttError):
+            await client.publish(self.cfg.status_topic, b"offline", qos=1, retain=True, timeout=2)
+
     async def _subscribe(self, client: aiomqtt.Client) -> None:
         # Always subscribe again: a broker that restarted without persistence forgot us.
-        granted = await client.subscribe([(t, 1) for t in self.topics])
+        granted = await client.subscribe([(t, 1) for t in self.topics], timeout=math.inf)
         for topic, code in zip(self.topics, granted, strict=False):
             value = code if isinstance(code, int) else int(getattr(code, "value", 0))
             if value >= 0x80:
                 log.error("mqtt_subscribe_refused", topic=topic, reason=str(code))
 
-    async def _until_disconnect_or(self, client: aiomqtt.Client, shutdown: asyncio.Event) -> bool:
-        """True when `shutdown` was set; raises MqttError when the connection drops."""
+    @staticmethod
+    async def _watch(client: aiomqtt.Client) -> None:
+        """Raise MqttError when the connection drops (our receiver keeps aiomqtt's queue
+        empty, so its iterator only ends by raising).
+        """
+        async for _ in client.messages:
+            pass
 
-        async def watch() -> None:
-            # Our receiver keeps aiomqtt's queue empty, so this only ends by raising on a
-            # disconnect.
-            async for _ in client.messages:
-                pass
 
-        watcher = asyncio.create_task(watch(), name="mqtt-watch")
-        waiter = asyncio.create_task(shutdown.wait(), name="mqtt-shutdown")
-        try:
-            await asyncio.wait((watcher, waiter), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (watcher, waiter):
-                task.cancel()
-        if watcher.done() and not watcher.cancelled() and watcher.exception() is not None:
-            raise watcher.exception()  # type: ignore[misc]
-        return shutdown.is_set()
+async def _race(work: Coroutine[Any, Any, T], watcher: asyncio.Task[None]) -> T:
+    """Await `work`, unless the connection drops first (then raise the watcher's error)."""
+    task = asyncio.ensure_future(work)
+    try:
+        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not task.done():
+            task.cancel()
+    if task.done() and not task.cancelled():
+        return task.result()
+    watcher.result()  # raises the MqttError that ended the connection
+    raise aiomqtt.MqttError("connection watcher ended")
