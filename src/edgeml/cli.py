@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import grp
 import json
+import os
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -174,6 +176,23 @@ def _render(doc: dict[str, Any], console: Console) -> None:
         console.print("no stream has learned anything yet")
 
 
+def _check_access(state_dir: Path) -> None:
+    """Say why a state directory cannot be read (systemd: 0750, group edgeml), and exit 1."""
+    if not state_dir.is_dir() or os.access(state_dir, os.R_OK | os.X_OK):
+        return
+    try:
+        group = grp.getgrgid(state_dir.stat().st_gid).gr_name
+    except (KeyError, OSError):
+        group = "the group that owns it"
+    err.print(
+        f"{state_dir}: permission denied. Members of {group} can read it: "
+        f"sudo usermod -aG {group} $USER (then log in again), or use sudo.",
+        markup=False,
+        highlight=False,
+    )
+    raise typer.Exit(1)
+
+
 @app.command()
 def status(
     config: ConfigOpt = Path("config.toml"),
@@ -183,6 +202,7 @@ def status(
     cfg = _load(config)
     from edgeml.store import read_status
 
+    _check_access(cfg.node.state_dir)
     try:
         doc = read_status(cfg.db_path)
     except EdgemlError as exc:

@@ -13,11 +13,13 @@ from pathlib import Path
 
 import structlog
 
-from edgeml import __version__
-from edgeml.config import Config, parse_duration
+from edgeml import __version__, logs, reload
+from edgeml.config import Config, load, parse_duration, warnings_for
+from edgeml.errors import ConfigError
 from edgeml.ingest import Delivery, Session
 from edgeml.learn import Learner, build_model, snapshot
 from edgeml.pipeline import NeedsLearner, Outgoing, Pipeline
+from edgeml.sdnotify import Notifier
 from edgeml.store import Batch, Command, Heartbeat, Store, StoredSnapshot
 
 __all__ = ["Daemon", "run"]
@@ -73,6 +75,9 @@ class Daemon:
         self._batch_limit = max(1, min(cfg.store.batch_size, window // 2))
         self._rate = (time.monotonic(), 0, 0.0)  # (when, learned then, msgs/s)
         self._bytes_at_start = _bytes_written()
+        self.notifier = Notifier()  # systemd, when it started us
+        self.stopping = False
+        self._reload_pending = False
 
     async def run(self, stop: asyncio.Event) -> None:
         cfg = self.cfg
@@ -91,12 +96,17 @@ class Daemon:
                 tg.create_task(self._store_loop(store), name="store")
                 learner = tg.create_task(self._learn_loop(pipeline, stop), name="learn")
                 announcer = tg.create_task(self._announce_ready(), name="ready")
+                # Pings from this loop: if it blocks, they stop and systemd restarts us.
+                watchdog = tg.create_task(
+                    self.notifier.keepalive(self.ready, self.status), name="watchdog"
+                )
                 # The learner returns after the last batch is queued; the writer after it is
                 # committed and acknowledged; only then does the session say offline and leave.
                 await learner
                 await self._batches.join()
                 shutdown.set()
                 announcer.cancel()  # never connected: nothing to announce
+                watchdog.cancel()
         log.info(
             "stopped",
             learned=pipeline.learned,
@@ -112,6 +122,56 @@ class Daemon:
             pid=os.getpid(),
             db=str(self.cfg.db_path),
             streams=[s.name for s in self.cfg.stream],
+        )
+        self.notifier.ready(self.status())
+        if self._reload_pending:
+            self.reload()
+
+    def status(self) -> str:
+        """One line for `systemctl status` (systemd's STATUS=)."""
+        m = self.cfg.mqtt
+        if self.stopping:
+            return "stopping: learning and committing what was received"
+        if not self.ready.is_set():
+            return f"waiting for the broker at {m.host}:{m.port} ({self.session.state})"
+        p = self.pipeline
+        models = f"; {p.learned} samples learned, {len(p.learners)} models" if p else ""
+        return f"broker {m.host}:{m.port} {self.session.state}{models}; {self._rate[2]:.1f}/s"
+
+    def reload(self) -> None:
+        """SIGHUP: read the config file again, apply what can change live, name the rest.
+
+        A file that does not validate changes nothing: the daemon goes on as it was.
+        """
+        if self.pipeline is None or not self.ready.is_set():
+            self._reload_pending = True  # the models are not restored yet: once ready
+            log.info("config_reload_deferred", source=str(self.cfg.source))
+            return
+        self._reload_pending = False
+        self.notifier.reloading()
+        try:
+            new = load(self.cfg.source)
+        except ConfigError as exc:
+            log.error("config_reload_failed", source=str(self.cfg.source), error=str(exc))
+            self.notifier.ready(f"config reload failed, running as before; {self.status()}")
+            return
+        result = reload.plan(self.cfg, new)
+        if result.config.log != self.cfg.log:
+            logs.configure(result.config.log.level, result.config.log.format)
+        reload.apply(self.pipeline, result.config)
+        self.cfg = result.config
+        (log.warning if result.restart_needed else log.info)(
+            "config_reload",
+            source=str(self.cfg.source),
+            applied=list(result.applied),
+            restart_needed=list(result.restart_needed),
+        )
+        for warning in warnings_for(new):
+            log.warning("config_warning", detail=warning)
+        pending = len(result.restart_needed)
+        self.notifier.ready(
+            f"config reloaded{f', {pending} changes need a restart' if pending else ''}; "
+            + self.status()
         )
 
     async def _restore(self, store: Store) -> Pipeline:
@@ -137,6 +197,8 @@ class Daemon:
             n += 1
             if n % 100_000 == 0:
                 log.info("replay_progress", samples=n)
+                # Start-up may last as long as the replay makes progress (TimeoutStartSec=).
+                self.notifier.send("EXTEND_TIMEOUT_USEC=60000000", f"STATUS=replaying: {n} samples")
         if pipeline.learners:
             log.info(
                 "restored",
@@ -385,18 +447,25 @@ class Daemon:
 
 
 async def run(cfg: Config, stop: asyncio.Event | None = None) -> None:
-    """Run the daemon until SIGTERM/SIGINT (or `stop`), then drain, commit, ack and leave."""
+    """Run the daemon until SIGTERM/SIGINT (or `stop`), then drain, commit, ack and leave.
+
+    SIGHUP re-reads the config file (`Daemon.reload`).
+    """
     stop = stop or asyncio.Event()
+    daemon = Daemon(cfg)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, _on_signal, sig, stop)
+        loop.add_signal_handler(sig, _on_signal, sig, stop, daemon)
+    loop.add_signal_handler(signal.SIGHUP, daemon.reload)
     try:
-        await Daemon(cfg).run(stop)
+        await daemon.run(stop)
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
 
 
-def _on_signal(sig: signal.Signals, stop: asyncio.Event) -> None:
+def _on_signal(sig: signal.Signals, stop: asyncio.Event, daemon: Daemon) -> None:
     log.info("stopping", signal=sig.name)
+    daemon.stopping = True
+    daemon.notifier.stopping(f"stopping on {sig.name}")
     stop.set()

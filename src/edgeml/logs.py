@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -48,12 +49,42 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
         ],
     )
     handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(formatter)
+    handler.setFormatter(_SyslogPrefix(formatter) if _stdout_is_journal() else formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # aiomqtt sets its "mqtt" logger to WARNING on import; paho's chatter stays at INFO+.
     logging.getLogger("edgeml.mqtt").setLevel(max(logging.INFO, root.level))
+
+
+def _stdout_is_journal() -> bool:
+    """True when stdout is systemd's journal stream (JOURNAL_STREAM names its device:inode)."""
+    try:
+        dev, ino = (int(x) for x in os.environ.get("JOURNAL_STREAM", "").split(":"))
+        st = os.fstat(sys.stdout.fileno())
+    except (ValueError, OSError):
+        return False
+    return (st.st_dev, st.st_ino) == (dev, ino)
+
+
+class _SyslogPrefix(logging.Formatter):
+    """`<4>` before a line: journald files it with that priority and strips the prefix, so
+    `journalctl -p warning` works and `journalctl -o cat` still shows bare JSON."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self._inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"<{_priority(record.levelno)}>{self._inner.format(record)}"
+
+
+def _priority(level: int) -> int:
+    """A logging level as a syslog priority (debug 7, info 6, warning 4, error 3, critical 2)."""
+    for threshold, priority in ((20, 7), (30, 6), (40, 4), (50, 3)):
+        if level < threshold:
+            return priority
+    return 2
 
 
 class RateLimitedLog:

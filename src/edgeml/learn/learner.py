@@ -64,6 +64,10 @@ class Learner:
         learner = cls(stream, key)
         for name in cls._STATE:
             setattr(learner, name, state[name])
+        # The config's drift threshold wins over the one the snapshot was taken under (it
+        # can change on SIGHUP or between runs); River's ADWIN fixes delta when it is built.
+        if learner.adwin.delta != stream.drift.delta:
+            learner.adwin = learner.adwin.clone({"delta": stream.drift.delta})
         return learner
 
     def process(self, sample: Sample, seq: int) -> Outcome:
