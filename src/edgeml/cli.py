@@ -15,8 +15,9 @@ from rich.console import Console
 from rich.table import Table
 
 from edgeml import __version__, cli_models
-from edgeml.config import Config, load, warnings_for
-from edgeml.errors import ConfigError, EdgemlError
+from edgeml.cli_common import ConfigOpt, err, load_or_exit
+from edgeml.config import warnings_for
+from edgeml.errors import EdgemlError
 
 app = typer.Typer(
     help="edgeml: learns online from MQTT sensor streams, on the device.",
@@ -24,27 +25,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-ConfigOpt = Annotated[
-    Path,
-    typer.Option(
-        "--config",
-        "-c",
-        envvar="EDGEML_CONFIG",
-        help="The TOML config file.",
-        dir_okay=False,
-    ),
-]
-
-err = Console(stderr=True, soft_wrap=True)
-
-
-def _load(path: Path) -> Config:
-    try:
-        return load(path)
-    except ConfigError as exc:
-        err.print(str(exc), markup=False, highlight=False)
-        raise typer.Exit(2) from None
 
 
 def _version(value: bool) -> None:
@@ -66,7 +46,7 @@ def _main(
 @app.command()
 def check(config: ConfigOpt = Path("config.toml")) -> None:
     """Validate the config file: exit 0 if it is valid, 2 (naming file and key) if not."""
-    cfg = _load(config)
+    cfg = load_or_exit(config)
     for warning in warnings_for(cfg):
         err.print(f"warning: {warning}", markup=False, highlight=False)
     typer.echo(
@@ -78,7 +58,7 @@ def check(config: ConfigOpt = Path("config.toml")) -> None:
 @app.command()
 def run(config: ConfigOpt = Path("config.toml")) -> None:
     """Run the daemon in the foreground until SIGTERM or Ctrl-C (what systemd runs)."""
-    cfg = _load(config)
+    cfg = load_or_exit(config)
     from edgeml import daemon, logs  # the daemon pulls in River: only commands that learn pay
 
     logs.configure(cfg.log.level, cfg.log.format)
@@ -199,7 +179,7 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="The documented JSON document.")] = False,
 ) -> None:
     """The daemon's health and one row per stream/key (works while the daemon runs)."""
-    cfg = _load(config)
+    cfg = load_or_exit(config)
     from edgeml.store import read_status
 
     _check_access(cfg.node.state_dir)

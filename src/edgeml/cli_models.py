@@ -11,8 +11,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from edgeml.config import Config, load
-from edgeml.errors import ConfigError, EdgemlError
+from edgeml.cli_common import ConfigOpt, err, fail, load_or_exit
+from edgeml.config import Config
+from edgeml.errors import EdgemlError
 
 app = typer.Typer(
     help="Model versions: list, export, import, roll back, retrain.",
@@ -20,32 +21,11 @@ app = typer.Typer(
     add_completion=False,
 )
 
-ConfigOpt = Annotated[
-    Path,
-    typer.Option(
-        "--config", "-c", envvar="EDGEML_CONFIG", help="The TOML config file.", dir_okay=False
-    ),
-]
-err = Console(stderr=True, soft_wrap=True)
-
-
-def _load(path: Path) -> Config:
-    try:
-        return load(path)
-    except ConfigError as exc:
-        err.print(str(exc), markup=False, highlight=False)
-        raise typer.Exit(2) from None
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(message, markup=False, highlight=False)
-    return typer.Exit(code)
-
 
 def _split(target: str) -> tuple[str, str]:
     stream, sep, key = target.partition("/")
     if not sep or not stream or not key:
-        raise _fail(f"{target!r}: give STREAM/KEY, e.g. temperature/kitchen", 2)
+        raise fail(f"{target!r}: give STREAM/KEY, e.g. temperature/kitchen", 2)
     return stream, key
 
 
@@ -61,7 +41,7 @@ def _report(cfg: Config, command_id: int) -> None:
         return
     status, text = result
     if status != "done":
-        raise _fail(f"command {command_id} failed: {text}")
+        raise fail(f"command {command_id} failed: {text}")
     typer.echo(text)
 
 
@@ -72,13 +52,13 @@ def list_(
     as_json: Annotated[bool, typer.Option("--json", help="JSON, for scripts.")] = False,
 ) -> None:
     """Every version per stream/key, with its lineage, metrics and which one is the champion."""
-    cfg = _load(config)
+    cfg = load_or_exit(config)
     from edgeml.registry import list_versions
 
     try:
         rows = list_versions(cfg.db_path, stream)
     except EdgemlError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -116,7 +96,7 @@ def export(
     config: ConfigOpt = Path("config.toml"),
 ) -> None:
     """Write a model as a single-file bundle: the pickled pipeline and a JSON manifest."""
-    cfg = _load(config)
+    cfg = load_or_exit(config)
     from edgeml.registry import export_bundle, list_versions
 
     try:
@@ -129,11 +109,11 @@ def export(
             typer.echo(f"{len(champions)} models exported to {out}")
             return
         if target is None:
-            raise _fail("give STREAM/KEY, or --all", 2)
+            raise fail("give STREAM/KEY, or --all", 2)
         stream, key = _split(target)
         manifest: dict[str, Any] = export_bundle(cfg, stream, key, version, out)
     except EdgemlError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     typer.echo(
         f"{stream}/{key} v{manifest['version']} -> {out} "
         f"({manifest['size']} B, sha256 {manifest['sha256'][:12]})"
@@ -154,19 +134,19 @@ def import_(
 
     A bundle holds a pickle, and loading a pickle runs code: import only bundles you trust.
     """
-    cfg = _load(config)
+    cfg = load_or_exit(config)
     from edgeml.registry import import_problems, read_bundle, send_command
 
     sc = next((s for s in cfg.stream if s.name == stream), None)
     if sc is None:
-        raise _fail(f"no stream {stream!r} in {config}", 2)
+        raise fail(f"no stream {stream!r} in {config}", 2)
     try:
         manifest, blob = read_bundle(bundle)
     except EdgemlError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     problems = import_problems(manifest, sc)
     if problems and not force:
-        raise _fail(
+        raise fail(
             f"{bundle} does not fit {stream}: "
             + "; ".join(problems)
             + " (--force to import anyway)"
@@ -177,7 +157,7 @@ def import_(
     try:
         command_id = send_command(cfg.db_path, "import", stream, key, {"bundle": str(bundle)}, blob)
     except EdgemlError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     _report(cfg, command_id)
 
 
@@ -188,19 +168,19 @@ def rollback(
     config: ConfigOpt = Path("config.toml"),
 ) -> None:
     """Bring back an earlier version's model as a new version (reason `rollback`)."""
-    cfg = _load(config)
+    cfg = load_or_exit(config)
     from edgeml.registry import list_versions, send_command
 
     stream, key = _split(target)
     try:
         versions = [v["version"] for v in list_versions(cfg.db_path, stream) if v["key"] == key]
         if to not in versions:
-            raise _fail(
+            raise fail(
                 f"{target} has no version {to} (it has {', '.join(map(str, versions)) or 'none'})"
             )
         command_id = send_command(cfg.db_path, "rollback", stream, key, {"to": to})
     except EdgemlError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     _report(cfg, command_id)
 
 
@@ -213,14 +193,14 @@ def retrain(
     config: ConfigOpt = Path("config.toml"),
 ) -> None:
     """Train a fresh model on the newest samples and make it the champion (reason `manual`)."""
-    cfg = _load(config)
+    cfg = load_or_exit(config)
     from edgeml.registry import list_versions, send_command
 
     stream, key = _split(target)
     try:
         if not any(v["key"] == key for v in list_versions(cfg.db_path, stream)):
-            raise _fail(f"{target}: no such model (see `edgeml models list`)")
+            raise fail(f"{target}: no such model (see `edgeml models list`)")
         command_id = send_command(cfg.db_path, "retrain", stream, key, {"samples": samples})
     except EdgemlError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     _report(cfg, command_id)

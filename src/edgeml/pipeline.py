@@ -220,7 +220,8 @@ class Pipeline:
     def _events(self, outcome: Outcome, out: list[Outgoing]) -> None:
         s = outcome.sample
         if outcome.reset:
-            fields = {"stream": s.stream, "key": s.key, "seq": outcome.seq, "ts": s.ts}
+            fields = {"stream": s.stream, "key": s.key, "seq": outcome.seq, "ts": s.ts,
+                      "model_version": outcome.model_version}  # fmt: skip
             self._event("model_reset", fields, out)
             log.warning("model_reset", reason="non-finite prediction", **fields)
         if outcome.drift is not None:
@@ -229,7 +230,7 @@ class Pipeline:
                 (ev["ts"], "drift", ev["stream"], ev["key"], ev["seq"], json.dumps(ev))
             )
             out.append((self.cfg.events_topic, drift_message(outcome.drift), 1))
-            log.info("drift_detected", **ev)
+            log.info("drift_detected", model_version=outcome.model_version, **ev)
 
     def _event(self, kind: str, fields: dict[str, Any], out: list[Outgoing]) -> None:
         self.batch.events.append(
