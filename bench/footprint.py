@@ -45,193 +45,51 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
-import getpass
-import hashlib
-import importlib.metadata
 import itertools
 import json
 import os
-import platform
-import queue
-import random
-import shlex
-import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common import (
+    Broker,
+    StatusMonitor,
+    cpu_seconds,
+    edgeml_config,
+    failing,
+    fmt,
+    forget_session,
+    io_counters,
+    loadavg,
+    make_messages,
+    mosquitto_missing,
+    print_run,
+    proc_state,
+    progress,
+    publisher,
+    publisher_result,
+    start_edgeml,
+    status_kib,
+    stored_totals,
+    utc_now,
+)
+
 TOPIC_FILTER = "fp/+/telemetry"
-WINDOW = 500  # QoS 1 messages the publisher leaves unacknowledged at most
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 SAMPLE_EVERY_S = 0.2  # RSS, CPU, write_bytes and count(*)
 IDLE_S = 3.0  # how long edgeml idles after `online` before its idle RSS is read
 STALL_S = 30.0  # no new sample committed for this long: give up and report what is missing
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+# The order of the `versions:` line in this script's reports.
+FOOTPRINT_VERSIONS = ("python", "river", "aiomqtt", "paho-mqtt", "SQLite", "mosquitto", "edgeml")
 
 
-def progress(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
-# -- the publisher (a child process of this script) ------------------------------------------
-
-
-def make_messages(n: int, devices: int, seed: int) -> list[tuple[str, bytes]]:
-    rng = random.Random(seed)
-    out = []
-    for i in range(n):
-        a, b, c = rng.uniform(0, 10), rng.uniform(-5, 5), rng.uniform(0, 100)
-        y = 2 * a - b + 0.05 * c + rng.gauss(0, 0.1)
-        body = {"a": round(a, 4), "b": round(b, 4), "c": round(c, 4), "y": round(y, 4)}
-        out.append((f"fp/dev{i % devices}/telemetry", json.dumps(body).encode()))
-    return out
-
-
-def publisher(port: int, n: int, devices: int, rate: float | None, seed: int) -> None:
-    """Publish N readings round-robin over `devices` topics, QoS 1, at most WINDOW
-    unacknowledged; as fast as possible, or message i at t0 + i / rate. Prints one JSON line.
-
-    paho on one thread, as in bench/throughput.py (its network thread cost GIL hand-offs).
-    """
-    import paho.mqtt.client as paho
-    from paho.mqtt.enums import CallbackAPIVersion
-
-    messages = make_messages(n, devices, seed)
-    acked = 0
-
-    def on_publish(_c: Any, _u: Any, _mid: int, _rc: Any, _p: Any) -> None:
-        nonlocal acked
-        acked += 1
-
-    client = paho.Client(
-        CallbackAPIVersion.VERSION2, client_id=f"fp-pub-{os.getpid()}", protocol=paho.MQTTv311
-    )
-    client.max_inflight_messages_set(WINDOW)
-    client.on_publish = on_publish
-    client.connect("127.0.0.1", port, keepalive=60)
-    deadline = time.monotonic() + 10
-    while not client.is_connected():
-        if time.monotonic() > deadline:
-            raise SystemExit("publisher: no CONNACK")
-        client.loop(0.01)
-    t0 = time.monotonic()
-    t_first = time.time()
-    sent = 0
-    deadline = t0 + 300 + (n / rate if rate else 0)
-    while acked < n:
-        now = time.monotonic()
-        while sent < n and sent - acked < WINDOW and (rate is None or now >= t0 + sent / rate):
-            info = client.publish(*messages[sent], qos=1)
-            if info.rc != paho.MQTT_ERR_SUCCESS:
-                raise SystemExit(f"publisher: publish failed: {info.rc}")
-            sent += 1
-        wait = 0.01
-        if rate is not None and sent < n:
-            wait = max(0.0, min(wait, t0 + sent / rate - time.monotonic()))
-        client.loop(wait)  # reads PUBACKs, writes what is pending
-        if time.monotonic() > deadline:
-            raise SystemExit(f"publisher: only {acked} of {n} acknowledged")
-    t_last = time.time()
-    client.disconnect()
-    print(json.dumps({"t_first": t_first, "t_last": t_last, "n": n}), flush=True)
-
-
-# -- the broker, and what is read from /proc -------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Broker:
-    """A private mosquitto on a free port (as in bench/throughput.py)."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        conf = self.workdir / "mosquitto.conf"
-        conf.write_text(
-            f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
-            "persistence false\n"
-            "max_queued_messages 0\n"
-            "set_tcp_nodelay true\n"
-            # Started as root, mosquitto would switch to user `mosquitto`, who cannot write here.
-            f"user {getpass.getuser()}\n"
-            f"log_dest file {self.workdir}/mosquitto.log\n"
-        )
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), 0.2),
-            ):
-                return
-            time.sleep(0.02)
-        raise RuntimeError(f"mosquitto did not listen on {self.port}")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-        self.proc = None
-
-
-def _stat_fields(pid: int) -> list[bytes] | None:
-    """/proc/<pid>/stat after the command name (state is [0]); also for a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    return data[data.rindex(b")") + 2 :].split()
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """utime + stime of a process (also of a zombie not reaped yet), in seconds."""
-    fields = _stat_fields(pid)
-    return None if fields is None else (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def proc_state(pid: int) -> str | None:
-    fields = _stat_fields(pid)
-    return None if fields is None else fields[0].decode()
-
-
-def status_kib(pid: int) -> dict[str, int]:
-    """VmRSS, VmHWM, RssAnon, RssFile ... of /proc/<pid>/status, in KiB (empty for a zombie)."""
-    out: dict[str, int] = {}
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.endswith(" kB"):
-                name, value = line.split(":", 1)
-                out[name] = int(value.split()[0])
-    return out
-
-
-def io_counters(pid: int) -> dict[str, int]:
-    """/proc/<pid>/io (readable for a zombie too): write_bytes, cancelled_write_bytes, ..."""
-    out: dict[str, int] = {}
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/io").read_text().splitlines():
-            name, value = line.split(":", 1)
-            out[name] = int(value)
-    return out
+# -- what is read from /proc ------------------------------------------------------------------
 
 
 @dataclass
@@ -272,63 +130,6 @@ class Trace:
     def last_before(self, t: float) -> Point:
         before = [p for p in self.points if p.t <= t]
         return before[-1] if before else self.points[0]
-
-
-class StatusMonitor:
-    """Watches `edgeml/+/status` (retained online/offline) with a paho client in a thread."""
-
-    def __init__(self, port: int) -> None:
-        import paho.mqtt.client as paho
-        from paho.mqtt.enums import CallbackAPIVersion
-
-        self.events: queue.Queue[tuple[str, bytes]] = queue.Queue()
-        ready = threading.Event()
-        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"fp-monitor-{os.getpid()}")
-        client.on_connect = lambda c, *_a: c.subscribe("edgeml/+/status", qos=1)
-        client.on_subscribe = lambda *_a: ready.set()
-        client.on_message = lambda _c, _u, m: self.events.put((m.topic, bytes(m.payload)))
-        client.connect("127.0.0.1", port)
-        client.loop_start()
-        if not ready.wait(10):
-            raise RuntimeError("status monitor did not subscribe")
-        self.client = client
-
-    def clear(self) -> None:
-        with contextlib.suppress(queue.Empty):
-            while True:
-                self.events.get_nowait()
-
-    def wait(
-        self, node: str, payload: bytes, proc: subprocess.Popen[bytes], timeout: float
-    ) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with contextlib.suppress(queue.Empty):
-                topic, body = self.events.get(timeout=0.05)
-                if topic == f"edgeml/{node}/status" and body == payload:
-                    return
-            if proc.poll() is not None:
-                raise RuntimeError(f"edgeml exited with {proc.returncode} before {payload!r}")
-        raise RuntimeError(f"edgeml did not report {payload!r} within {timeout} s")
-
-    def stop(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
-def forget_session(port: int, client_id: str) -> None:
-    """Connect clean (MQTT 5) with edgeml's id, so the broker drops its old session."""
-    import paho.mqtt.client as paho
-    from paho.mqtt.enums import CallbackAPIVersion
-
-    connected = threading.Event()
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
-    client.on_connect = lambda *_a: connected.set()
-    client.connect("127.0.0.1", port, clean_start=True)
-    client.loop_start()
-    connected.wait(10)
-    client.disconnect()
-    client.loop_stop()
 
 
 # -- one measurement -------------------------------------------------------------------------
@@ -406,52 +207,21 @@ class Bench:
 
     @staticmethod
     def publish_wait(proc: subprocess.Popen[bytes], timeout: float) -> dict[str, Any]:
-        out, _ = proc.communicate(timeout=timeout)
-        if proc.returncode != 0:
-            raise RuntimeError(f"publisher failed with {proc.returncode}")
-        doc: dict[str, Any] = json.loads(out.splitlines()[-1])
-        return doc
+        return publisher_result(proc, timeout)
 
     def config(self, workdir: Path, node: str) -> Path:
-        workdir.mkdir(parents=True, exist_ok=True)
-        path = workdir / "config.toml"
-        path.write_text(
-            f"""[node]
-id = "{node}"
-state_dir = "{workdir / "state"}"
-
-[mqtt]
-host = "127.0.0.1"
-port = {self.broker.port}
-
-[log]
-level = "{self.args.log_level}"
-format = "json"
-
-[[stream]]
-name = "fp"
-topic = "{TOPIC_FILTER}"
-key = "topic:1"
-task = "regression"
-features = ["a", "b", "c"]
-target = "y"
-publish = "all"
-"""
+        return edgeml_config(
+            workdir,
+            node,
+            self.broker.port,
+            stream="fp",
+            topic=TOPIC_FILTER,
+            log_level=self.args.log_level,
         )
-        return path
 
     @staticmethod
     def start(config: Path) -> subprocess.Popen[bytes]:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        for var in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
-            env.pop(var, None)
-        with (config.parent / "edgeml.log").open("ab") as out:
-            return subprocess.Popen(
-                [sys.executable, "-m", "edgeml", "run", "-c", str(config)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
+        return start_edgeml(config)
 
     @staticmethod
     def stop(proc: subprocess.Popen[bytes], timeout: float = 120) -> Stopped:
@@ -579,11 +349,7 @@ publish = "all"
         res.cancelled = stopped.cancelled_write_bytes
 
         with contextlib.closing(sqlite3.connect(db_path)) as conn:
-            samples, first_ts = conn.execute("SELECT count(*), min(ts) FROM samples").fetchone()
-            predictions = conn.execute("SELECT count(*) FROM predictions").fetchone()[0]
-            hb = conn.execute(
-                "SELECT learned, received, rejected, bytes_written, stopped FROM daemon"
-            ).fetchone()
+            samples, first_ts, predictions, hb = stored_totals(conn)
             snap = conn.execute(
                 "SELECT count(*), avg(size) FROM snapshots WHERE id IN"
                 " (SELECT max(id) FROM snapshots GROUP BY series)"
@@ -625,7 +391,7 @@ publish = "all"
                 if proc.poll() is None:
                     proc.kill()
                     proc.wait(10)
-        forget_session(self.broker.port, f"edgeml-{node}")
+        forget_session(self.broker.port, f"edgeml-{node}", v5=True)
         res.notes.extend(self.log_problems(workdir / "edgeml.log"))
         res.disconnects = sum(
             int(note.split("(x", 1)[1].split(")", 1)[0])
@@ -658,80 +424,6 @@ publish = "all"
 # -- report ----------------------------------------------------------------------------------
 
 
-def versions() -> str:
-    def v(dist: str) -> str:
-        try:
-            return importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            return "?"
-
-    try:
-        mosq = subprocess.run(
-            [MOSQUITTO, "-h"], capture_output=True, text=True, timeout=5, check=False
-        ).stdout.splitlines()[0]
-    except (OSError, IndexError, subprocess.TimeoutExpired):
-        mosq = "mosquitto ?"
-    return (
-        f"python {platform.python_version()}, river {v('river')}, aiomqtt {v('aiomqtt')}, "
-        f"paho-mqtt {v('paho-mqtt')}, SQLite {sqlite3.sqlite_version}, {mosq}, "
-        f"edgeml {v('edgeml')}"
-    )
-
-
-def edgeml_source() -> str:
-    """Where the edgeml that `python -m edgeml` runs comes from, and its git commit."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("edgeml")
-    if spec is None or spec.origin is None:
-        return "edgeml not found"
-    where = str(Path(spec.origin).parent)
-    try:
-        git = ["git", "-C", where]
-        rev = subprocess.run(
-            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            [*git, "status", "--porcelain", "--", "."], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return f"{where} (not a git checkout)"
-    if not dirty:
-        return f"{where} at {rev}"
-    # Identify the exact working tree: a digest of the diff and of the untracked files.
-    diff = subprocess.run(
-        [*git, "diff", "HEAD", "--", "."], capture_output=True, check=False
-    ).stdout
-    for line in sorted(dirty.splitlines()):
-        if line.startswith("??"):
-            path = Path(where) / line[3:].strip()
-            files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
-            for f in files:
-                with contextlib.suppress(OSError):
-                    diff += f.read_bytes()
-    digest = hashlib.sha256(diff).hexdigest()[:12]
-    return f"{where} at {rev} + uncommitted changes (working-tree digest {digest})"
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.machine()
-
-
-def loadavg() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "?"
-
-
-def fmt(v: float | None, spec: str) -> str:
-    return "-" if v is None else format(v, spec)
-
-
 def mib(kib: int | None) -> str:
     return "-" if kib is None else f"{kib / 1024:.1f}"
 
@@ -746,10 +438,7 @@ def report(
     )
     print()
     print(f"Footprint, {mode}; QoS 1, N = {args.n}")
-    print(f"command: {shlex.join(sys.orig_argv)}")
-    print(f"date: {started}   nproc: {len(os.sched_getaffinity(0))}   cpu: {cpu_model()}")
-    print(f"versions: {versions()}")
-    print(f"edgeml source: {edgeml_source()}")
+    print_run(started, FOOTPRINT_VERSIONS, digest=True)
     print(
         "edgeml: `edgeml run` with its defaults (MQTT 5, Receive Maximum 1000, batches of <= 500,"
         f' flush_interval_ms 200), 1 stream "{TOPIC_FILTER}", one model per device,'
@@ -818,7 +507,7 @@ def report(
         print(f"note ({r.devices} devices): {extra}")
         for note in r.notes:
             print(f"note ({r.devices} devices): {note}")
-            failed = failed or note.startswith(("MISSING", "SIGTERM", "no heartbeat"))
+            failed = failed or failing(note)
         if r.exit_code != 0:
             failed = True
             print(f"PROBLEM ({r.devices} devices): exit code {r.exit_code}")
@@ -864,12 +553,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main() -> int:
     args = parse_args()
     if args.publisher:
-        publisher(args.port, args.n, args.devices[0], args.rate, args.seed)
+        messages = make_messages(args.n, args.devices[0], args.seed, "fp")
+        client_id = f"fp-pub-{os.getpid()}"
+        publisher(args.port, messages, client_id=client_id, rate=args.rate, timeout=300)
         return 0
-    if not Path(MOSQUITTO).exists():
-        progress("mosquitto is not installed (apt-get install mosquitto)")
+    if mosquitto_missing():
         return 2
-    started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    started = utc_now()
     load = loadavg()
     t0 = time.monotonic()
     results: list[Result] = []
@@ -880,9 +570,9 @@ def main() -> int:
         else:
             tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="edgeml-footprint-"))
         workdir = Path(tmp)
-        broker = Broker(workdir)
+        broker = Broker(workdir, queue_qos0=False)
         broker.start()
-        monitor = StatusMonitor(broker.port)
+        monitor = StatusMonitor(broker.port, f"fp-monitor-{os.getpid()}")
         bench = Bench(args, workdir, broker, monitor)
         try:
             for devices in args.devices:

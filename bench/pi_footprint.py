@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
 import json
 import os
 import platform
@@ -44,7 +43,16 @@ import uuid
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
-from throughput import Broker, cpu_model, cpu_seconds, edgeml_source, loadavg, versions
+from common import (
+    Broker,
+    cpu_model,
+    cpu_seconds,
+    edgeml_source,
+    loadavg,
+    status_kib,
+    utc_now,
+    versions,
+)
 
 TOPIC = "bench/{}/telemetry"
 
@@ -87,11 +95,7 @@ class NotifySocket:
 
 def rss_kib(pid: int) -> tuple[int, int]:
     """(VmRSS, VmHWM) in KiB."""
-    fields = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            fields[key] = int(value.split()[0])
+    fields = status_kib(pid)
     return fields["VmRSS"], fields["VmHWM"]
 
 
@@ -170,7 +174,7 @@ def main() -> int:
     ap.add_argument("--drop-caches", action="store_true", help="cold starts (root)")
     args = ap.parse_args()
 
-    started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    started = utc_now()
     load = loadavg()
     with tempfile.TemporaryDirectory(prefix="edgeml-footprint-") as tmp:
         work = Path(tmp)

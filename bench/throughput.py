@@ -41,17 +41,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
-import getpass
-import importlib.metadata
 import itertools
 import json
 import os
-import platform
 import queue
-import random
-import shlex
-import shutil
 import signal
 import socket
 import sqlite3
@@ -66,22 +59,36 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common import (
+    Broker,
+    StatusMonitor,
+    cpu_seconds,
+    edgeml_config,
+    failing,
+    fmt,
+    forget_session,
+    loadavg,
+    machine_busy_seconds,
+    make_messages,
+    mosquitto_missing,
+    print_run,
+    progress,
+    publisher,
+    publisher_result,
+    start_edgeml,
+    stored_totals,
+    utc_now,
+)
+
 TOPIC_FILTER = "bench/+/telemetry"
 DEVICES = 10
-WINDOW = 500  # QoS 1 messages the publisher leaves unacknowledged at most
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 TRACE_EVERY_S = 0.005  # /proc/<pid>/stat
 POLL_DB_EVERY_S = 0.02  # SQLite
 STALL_S = 20.0  # no progress for this long: give up and report what is missing
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 
 def emit(doc: dict[str, Any]) -> None:
     print(json.dumps(doc), flush=True)
-
-
-def progress(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
 
 
 # -- children: the bare subscriber and the publisher --------------------------------------
@@ -137,130 +144,7 @@ def bare_subscriber(
     asyncio.run(main())
 
 
-def make_messages(n: int, seed: int) -> list[tuple[str, bytes]]:
-    rng = random.Random(seed)
-    out = []
-    for i in range(n):
-        a, b, c = rng.uniform(0, 10), rng.uniform(-5, 5), rng.uniform(0, 100)
-        y = 2 * a - b + 0.05 * c + rng.gauss(0, 0.1)
-        body = {"a": round(a, 4), "b": round(b, 4), "c": round(c, 4), "y": round(y, 4)}
-        out.append((f"bench/dev{i % DEVICES}/telemetry", json.dumps(body).encode()))
-    return out
-
-
-def publisher(port: int, n: int, qos: int, window: int, seed: int) -> None:
-    """Publish N readings over 10 device topics with at most `window` unacknowledged.
-
-    paho, on one thread (its own network thread made it slower: GIL hand-offs), because
-    what is measured is the subscriber. The window keeps packet ids from wrapping (API_NOTES).
-    """
-    import paho.mqtt.client as paho
-    from paho.mqtt.enums import CallbackAPIVersion
-
-    messages = make_messages(n, seed)
-    acked = 0
-
-    def on_publish(_c: Any, _u: Any, _mid: int, _rc: Any, _p: Any) -> None:
-        nonlocal acked
-        acked += 1
-
-    client = paho.Client(
-        CallbackAPIVersion.VERSION2,
-        client_id=f"bench-pub-{os.getpid()}",
-        protocol=paho.MQTTv311,
-    )
-    client.max_inflight_messages_set(window)
-    client.on_publish = on_publish
-    client.connect("127.0.0.1", port, keepalive=60)
-    deadline = time.monotonic() + 10
-    while not client.is_connected():
-        if time.monotonic() > deadline:
-            raise SystemExit("publisher: no CONNACK")
-        client.loop(0.01)
-    t_first = time.time()
-    sent = 0
-    deadline = time.monotonic() + 120
-    while acked < n:
-        while sent < n and (not qos or sent - acked < window):
-            info = client.publish(*messages[sent], qos=qos)
-            if info.rc != paho.MQTT_ERR_SUCCESS:
-                raise SystemExit(f"publisher: publish failed: {info.rc}")
-            sent += 1
-        # Reads PUBACKs and writes what is pending; on_publish counts a QoS 0 message once
-        # written.
-        client.loop(0.01)
-        if time.monotonic() > deadline:
-            raise SystemExit(f"publisher: only {acked} of {n} acknowledged")
-    t_last = time.time()
-    client.disconnect()
-    emit({"t_first": t_first, "t_last": t_last, "n": n})
-
-
-# -- the broker and the things the parent watches ------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Broker:
-    """A private mosquitto (copied in spirit from tests/conftest.py; persistence off here)."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        conf = self.workdir / "mosquitto.conf"
-        conf.write_text(
-            f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
-            "persistence false\n"
-            "max_queued_messages 0\n"
-            "queue_qos0_messages true\n"
-            "set_tcp_nodelay true\n"
-            # Started as root, mosquitto would switch to user `mosquitto`, who cannot write here.
-            f"user {getpass.getuser()}\n"
-            f"log_dest file {self.workdir}/mosquitto.log\n"
-        )
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), 0.2),
-            ):
-                return
-            time.sleep(0.02)
-        raise RuntimeError(f"mosquitto did not listen on {self.port}")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-        self.proc = None
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """utime + stime of a process (also of a zombie not reaped yet), in seconds."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    fields = data[data.rindex(b")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def machine_busy_seconds() -> float:
-    """CPU seconds all processes on the machine have used (every field of /proc/stat's
-    `cpu` line but idle and iowait)."""
-    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    ticks = [int(f) for f in fields[:8]]
-    return (sum(ticks) - ticks[3] - ticks[4]) / CLK_TCK
+# -- the things the parent watches ------------------------------------------------------------
 
 
 def own_cpu_seconds() -> float:
@@ -300,82 +184,6 @@ class Trace:
                     p0[3] + w * (p1[3] - p0[3]),
                 )
         return pts[-1][1:]
-
-
-class StatusMonitor:
-    """Watches `edgeml/+/status` (retained online/offline) with a paho client in a thread."""
-
-    def __init__(self, port: int) -> None:
-        import paho.mqtt.client as paho
-        from paho.mqtt.enums import CallbackAPIVersion
-
-        self.events: queue.Queue[tuple[float, str, bytes]] = queue.Queue()
-        ready = threading.Event()
-        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-monitor-{os.getpid()}")
-        client.on_connect = lambda c, *_a: c.subscribe("edgeml/+/status", qos=1)
-        client.on_subscribe = lambda *_a: ready.set()
-        client.on_message = lambda _c, _u, m: self.events.put(
-            (time.time(), m.topic, bytes(m.payload))
-        )
-        client.connect("127.0.0.1", port)
-        client.loop_start()
-        if not ready.wait(10):
-            raise RuntimeError("status monitor did not subscribe")
-        self.client = client
-
-    def clear(self) -> None:
-        with contextlib.suppress(queue.Empty):
-            while True:
-                self.events.get_nowait()
-
-    def poll(self, node: str, payload: bytes) -> float | None:
-        """Time the status of `node` became `payload` since the last call, if it did."""
-        found = None
-        with contextlib.suppress(queue.Empty):
-            while True:
-                t, topic, body = self.events.get_nowait()
-                if topic == f"edgeml/{node}/status" and body == payload and found is None:
-                    found = t
-        return found
-
-    def wait(
-        self, node: str, payload: bytes, proc: subprocess.Popen[bytes], timeout: float
-    ) -> float:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            t = self.poll(node, payload)
-            if t is not None:
-                return t
-            if proc.poll() is not None:
-                raise RuntimeError(f"edgeml exited with {proc.returncode} before {payload!r}")
-            time.sleep(0.02)
-        raise RuntimeError(f"edgeml did not report {payload!r} within {timeout} s")
-
-    def stop(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
-def forget_session(port: int, client_id: str, v5: bool) -> None:
-    """Connect clean with a subscriber's id, so the broker stops queueing for its old session."""
-    import paho.mqtt.client as paho
-    from paho.mqtt.enums import CallbackAPIVersion
-
-    connected = threading.Event()
-    api = CallbackAPIVersion.VERSION2
-    if v5:
-        client = paho.Client(api, client_id=client_id, protocol=paho.MQTTv5)
-    else:
-        client = paho.Client(api, client_id=client_id, protocol=paho.MQTTv311, clean_session=True)
-    client.on_connect = lambda *_a: connected.set()
-    if v5:
-        client.connect("127.0.0.1", port, clean_start=True)
-    else:
-        client.connect("127.0.0.1", port)
-    client.loop_start()
-    connected.wait(10)
-    client.disconnect()
-    client.loop_stop()
 
 
 # -- one measurement -------------------------------------------------------------------------
@@ -429,12 +237,9 @@ class Bench:
         cmd += ["-n", str(a.n), "--qos", str(a.qos), "--seed", str(seed)]
         return subprocess.Popen(cmd, stdout=subprocess.PIPE)
 
-    def publish_wait(self, proc: subprocess.Popen[bytes]) -> dict[str, Any]:
-        out, _ = proc.communicate(timeout=180)
-        if proc.returncode != 0:
-            raise RuntimeError(f"publisher failed with {proc.returncode}")
-        doc: dict[str, Any] = json.loads(out.splitlines()[-1])
-        return doc
+    @staticmethod
+    def publish_wait(proc: subprocess.Popen[bytes]) -> dict[str, Any]:
+        return publisher_result(proc, 180)
 
     # -- bare ---------------------------------------------------------------------------------
 
@@ -534,44 +339,16 @@ class Bench:
     # -- edgeml -------------------------------------------------------------------------------
 
     def edgeml_config(self, workdir: Path, node: str) -> Path:
-        workdir.mkdir(parents=True, exist_ok=True)
-        path = workdir / "config.toml"
         flush = self.args.edgeml_flush_ms
-        store = "" if flush is None else f"[store]\nflush_interval_ms = {flush}\n\n"
-        path.write_text(
-            f"""[node]
-id = "{node}"
-state_dir = "{workdir / "state"}"
-
-[mqtt]
-host = "127.0.0.1"
-port = {self.broker.port}
-
-{store}[log]
-level = "warning"
-format = "json"
-
-[[stream]]
-name = "bench"
-topic = "{TOPIC_FILTER}"
-key = "topic:1"
-task = "regression"
-features = ["a", "b", "c"]
-target = "y"
-publish = "{self.args.edgeml_publish}"
-"""
+        return edgeml_config(
+            workdir,
+            node,
+            self.broker.port,
+            stream="bench",
+            topic=TOPIC_FILTER,
+            publish=self.args.edgeml_publish,
+            store="" if flush is None else f"[store]\nflush_interval_ms = {flush}\n\n",
         )
-        return path
-
-    @staticmethod
-    def start_edgeml(config: Path) -> subprocess.Popen[bytes]:
-        with (config.parent / "edgeml.log").open("ab") as out:
-            return subprocess.Popen(
-                [sys.executable, "-m", "edgeml", "run", "-c", str(config)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
 
     @staticmethod
     def stop_edgeml(proc: subprocess.Popen[bytes]) -> tuple[int, float]:
@@ -634,7 +411,7 @@ publish = "{self.args.edgeml_publish}"
         broker_pid = self.broker.proc.pid  # type: ignore[union-attr]
         notes: list[str] = []
         self.monitor.clear()
-        proc = self.start_edgeml(config)
+        proc = start_edgeml(config)
         try:
             self.monitor.wait(node, b"online", proc, 60)
             if a.mode == "drain":
@@ -643,7 +420,7 @@ publish = "{self.args.edgeml_publish}"
                     notes.append(f"SIGTERM after creating the session: exit {code}")
                 pub = self.publish_wait(self.publish(seed=rnd))
                 self.monitor.clear()
-                proc = self.start_edgeml(config)
+                proc = start_edgeml(config)
                 trace = Trace(proc.pid, broker_pid)
                 t_done, count, online = self.wait_committed(db_path, proc, trace, node)
                 _, cpu_end, broker_end, others_end = trace.sample()
@@ -662,11 +439,7 @@ publish = "{self.args.edgeml_publish}"
             forget_session(self.broker.port, f"edgeml-{node}", v5=True)
 
         with contextlib.closing(sqlite3.connect(db_path)) as conn:
-            samples, first_ts = conn.execute("SELECT count(*), min(ts) FROM samples").fetchone()
-            predictions = conn.execute("SELECT count(*) FROM predictions").fetchone()[0]
-            row = conn.execute(
-                "SELECT learned, received, rejected, bytes_written, stopped FROM daemon"
-            ).fetchone()
+            samples, first_ts, predictions, row = stored_totals(conn)
         if a.mode == "drain":
             t_start = first_ts
             cpu_start, broker_start, others_start = trace.at(first_ts)
@@ -723,76 +496,9 @@ publish = "{self.args.edgeml_publish}"
 # -- report ----------------------------------------------------------------------------------
 
 
-def versions() -> str:
-    def v(dist: str) -> str:
-        try:
-            return importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            return "?"
-
-    try:
-        mosq = subprocess.run(
-            [MOSQUITTO, "-h"], capture_output=True, text=True, timeout=5, check=False
-        ).stdout.splitlines()[0]
-    except (OSError, IndexError, subprocess.TimeoutExpired):
-        mosq = "mosquitto ?"
-    return (
-        f"python {platform.python_version()}, aiomqtt {v('aiomqtt')}, paho-mqtt {v('paho-mqtt')}, "
-        f"river {v('river')}, edgeml {v('edgeml')}, SQLite {sqlite3.sqlite_version}, {mosq}"
-    )
-
-
-def edgeml_source() -> str:
-    """Where the edgeml that `python -m edgeml` runs comes from, and its git commit."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("edgeml")
-    if spec is None or spec.origin is None:
-        return "edgeml not found"
-    pkg = Path(spec.origin).parent
-    where = str(pkg)
-    try:
-        rev = subprocess.run(
-            ["git", "-C", where, "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", where, "status", "--porcelain", "--", "."],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return f"{where} (not a git checkout)"
-    return f"{where} at {rev}" + (" + uncommitted changes" if dirty else "")
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.machine()
-
-
 def median(values: list[float | None]) -> float | None:
     present = [v for v in values if v is not None]
     return statistics.median(present) if present else None
-
-
-def fmt(v: float | None, spec: str) -> str:
-    return "-" if v is None else format(v, spec)
-
-
-def loadavg() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "?"
 
 
 def report(
@@ -806,10 +512,7 @@ def report(
     )
     print()
     print(f"Throughput, {mode}; QoS {args.qos}, {DEVICES} device topics, N = {args.n}")
-    print(f"command: {shlex.join(sys.orig_argv)}")
-    print(f"date: {started}   nproc: {len(os.sched_getaffinity(0))}   cpu: {cpu_model()}")
-    print(f"versions: {versions()}")
-    print(f"edgeml source: {edgeml_source()}")
+    print_run(started)
     print(f"load average (1, 5, 15 min) before: {load}, after: {loadavg()}")
     bare_proto = (
         "MQTT 3.1.1, clean_session False"
@@ -892,7 +595,7 @@ def report(
     failed = False
     for i, who, note in problems:
         print(f"note (round {i}, {who}): {note}")
-        failed = failed or note.startswith(("MISSING", "SIGTERM", "no heartbeat"))
+        failed = failed or failing(note)
     for i, pair in enumerate(rounds, 1):
         for r in pair:
             if r.exit_code != 0:
@@ -948,19 +651,19 @@ def main() -> int:
         )
         return 0
     if args.publisher:
-        publisher(args.port, args.n, args.qos, WINDOW, args.seed)
+        messages = make_messages(args.n, DEVICES, args.seed, "bench")
+        publisher(args.port, messages, client_id=f"bench-pub-{os.getpid()}", qos=args.qos)
         return 0
-    if not Path(MOSQUITTO).exists():
-        progress("mosquitto is not installed (apt-get install mosquitto)")
+    if mosquitto_missing():
         return 2
-    started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    started = utc_now()
     load = loadavg()
     results: list[tuple[Result, Result]] = []
     with tempfile.TemporaryDirectory(prefix="edgeml-bench-") as tmp:
         workdir = Path(tmp)
         broker = Broker(workdir)
         broker.start()
-        monitor = StatusMonitor(broker.port)
+        monitor = StatusMonitor(broker.port, f"bench-monitor-{os.getpid()}")
         bench = Bench(args, workdir, broker, monitor)
         try:
             for rnd in range(1, args.rounds + 1):
