@@ -340,7 +340,7 @@ class Daemon:
         last_summary = time.monotonic() - self._summary_every  # a heartbeat at once
         last_snapshot = time.monotonic()
         last_commands = time.monotonic()
-        stopping = asyncio.create_task(stop.wait())
+        stopping = asyncio.create_task(self._wake_on(stop))
         try:
             while not stop.is_set():
                 batch = pipeline.batch
@@ -350,14 +350,7 @@ class Daemon:
                     )
                     if len(batch):
                         deadline = min(deadline, batch.first_added + self._flush_after)
-                    self.session.has_messages.clear()
-                    wait = asyncio.create_task(self.session.has_messages.wait())
-                    await asyncio.wait(
-                        (wait, stopping),
-                        timeout=max(0.0, deadline - time.monotonic()),
-                        return_when=asyncio.FIRST_COMPLETED,
-                    )
-                    wait.cancel()
+                    await self.session.wait_for_messages(deadline - time.monotonic())
                 for _ in range(min(len(inbox), _CHUNK)):
                     await self._handle(pipeline, inbox.popleft(), out)
                 self._send(out)
@@ -397,6 +390,10 @@ class Daemon:
             await self._batches.put(None)
         finally:
             stopping.cancel()
+
+    async def _wake_on(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self.session.wake()
 
     def _send(self, out: list[Outgoing]) -> None:
         for topic, payload, qos in out:

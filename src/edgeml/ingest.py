@@ -56,7 +56,7 @@ class Session:
         self.cfg = cfg
         self.topics = sorted({s.topic for s in cfg.stream})
         self.inbox: collections.deque[Delivery] = collections.deque()
-        self.has_messages = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None
         self.subscribed = asyncio.Event()
         self.state = "connecting"
         self.generation = 0
@@ -83,6 +83,26 @@ class Session:
 
     # -- the connection loop -------------------------------------------------------------
 
+    async def wait_for_messages(self, seconds: float) -> None:
+        """Return when a message arrives, `wake()` is called, or `seconds` pass.
+
+        A bare future and a timer: at low rates the learner waits once per reading, and an
+        Event plus asyncio.wait cost several times the learning itself.
+        """
+        if self.inbox:
+            return
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        timer = loop.call_later(max(0.0, seconds), _resolve, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+
+    def wake(self) -> None:
+        _resolve(self._waiter)
+
     def _receive(self, message: paho.MQTTMessage) -> None:
         self.received += 1
         self.inbox.append(
@@ -96,7 +116,7 @@ class Session:
                 time.time(),
             )
         )
-        self.has_messages.set()
+        self.wake()
 
     def _make_client(self) -> aiomqtt.Client:
         m = self.cfg.mqtt
@@ -221,6 +241,11 @@ class Session:
         """
         async for _ in client.messages:
             pass
+
+
+def _resolve(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
 
 
 async def _race(work: Coroutine[Any, Any, T], watcher: asyncio.Task[None]) -> T:
