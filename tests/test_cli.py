@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from typer.testing import CliRunner
 
@@ -97,3 +98,45 @@ async def test_status_json_contract_and_table(broker: Broker, tmp_path: Path) ->
     assert r.exit_code == 0, r.output
     assert "not running" in r.stdout
     assert "dev0" in r.stdout and "dev2" in r.stdout
+
+
+async def test_events_history_filters_and_json(broker: Broker, tmp_path: Path) -> None:
+    import asyncio
+    import random
+
+    path = write_config(tmp_path, broker, TELEMETRY)
+    cfg = load_config(path)
+    rng = random.Random(5)
+    messages = []
+    for i in range(1200):
+        h = rng.uniform(0, 10)
+        t = 2 * h + rng.gauss(0, 0.1) if i < 800 else -3 * h + 40 + rng.gauss(0, 0.1)
+        messages.append(("sensors/dev0/telemetry", json.dumps({"i": 0, "h": h, "t": t}).encode()))
+    async with running(cfg):
+        await publish_all(broker, messages)
+        assert await settle(cfg, 1200) == 1200
+        r = await asyncio.to_thread(
+            runner.invoke, app, ["models", "retrain", "temp/dev0", "-c", str(path)]
+        )
+        assert r.exit_code == 0, r.output
+
+    def events(*args: str) -> list[dict[str, Any]]:
+        r = runner.invoke(app, ["events", "-c", str(path), "--json", *args], prog_name="edgeml")
+        assert r.exit_code == 0, r.output
+        return list(json.loads(r.stdout))
+
+    everything = events()
+    kinds = [e["kind"] for e in everything]
+    assert kinds[0] == "manual"  # newest first
+    assert "drift" in kinds
+    drifts = events("--kind", "drift")
+    assert drifts and all(e["kind"] == "drift" and e["key"] == "dev0" for e in drifts)
+    assert all(e["seq"] > 800 for e in drifts)  # after the change, not before
+    assert [e["kind"] for e in events("--kind", "promotion")] == ["manual"]
+    assert events("--since", "1h") == everything
+    assert events("--since", "2999-01-01T00:00:00") == []
+    assert events("--stream", "other") == []
+    r = runner.invoke(app, ["events", "-c", str(path), "--since", "soon"], prog_name="edgeml")
+    assert r.exit_code == 2 and "give a duration" in r.stderr
+    r = runner.invoke(app, ["events", "-c", str(path)], prog_name="edgeml")
+    assert r.exit_code == 0 and "drift" in r.stdout and "temp/dev0" in r.stdout

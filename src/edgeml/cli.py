@@ -7,6 +7,7 @@ import grp
 import json
 import os
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,8 +16,8 @@ from rich.console import Console
 from rich.table import Table
 
 from edgeml import __version__, cli_models
-from edgeml.cli_common import ConfigOpt, err, load_or_exit
-from edgeml.config import warnings_for
+from edgeml.cli_common import ConfigOpt, err, fail, load_or_exit
+from edgeml.config import parse_duration, warnings_for
 from edgeml.errors import EdgemlError
 
 app = typer.Typer(
@@ -192,6 +193,68 @@ def status(
         typer.echo(json.dumps(doc, indent=2))
     else:
         _render(doc, Console())
+
+
+@app.command()
+def events(
+    config: ConfigOpt = Path("config.toml"),
+    kind: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="drift, model_reset, import, rollback, manual (retrain), or promotion "
+            "(any new version); repeat for several."
+        ),
+    ] = None,
+    stream: Annotated[str | None, typer.Option(help="Only this stream.")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="A duration back from now (30m, 1h, 7d) or an ISO time.")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first.", min=1)] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON, for scripts.")] = False,
+) -> None:
+    """The event history, newest first: drifts, model resets, new versions."""
+    cfg = load_or_exit(config)
+    from edgeml.store import PROMOTIONS, read_events
+
+    kinds: list[str] = []
+    for k in kind or []:
+        kinds.extend(PROMOTIONS if k == "promotion" else [k])
+    try:
+        rows = read_events(cfg.db_path, kinds, stream, _since(since), limit)
+    except EdgemlError as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        typer.echo("no events")
+        return
+    table = Table(show_edge=False, pad_edge=False)
+    for col in ("time", "kind", "stream/key", "details"):
+        table.add_column(col)
+    for r in rows:
+        details = {k: v for k, v in r["data"].items() if k not in ("stream", "key", "ts")}
+        table.add_row(
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["ts"])),
+            r["kind"],
+            f"{r['stream']}/{r['key']}",
+            " ".join(f"{k}={_num(v) if isinstance(v, float) else v}" for k, v in details.items()),
+        )
+    Console().print(table)
+
+
+def _since(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        return time.time() - parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise fail(f"--since {text!r}: give a duration (30m, 1h, 7d) or an ISO time", 2) from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 app.add_typer(cli_models.app, name="models")

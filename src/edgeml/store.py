@@ -7,7 +7,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ __all__ = [
     "Store",
     "StoredSnapshot",
     "connect_readonly",
+    "read_events",
     "read_status",
 ]
 
@@ -676,3 +677,44 @@ def read_status(path: Path, now: float | None = None) -> dict[str, Any]:
         raise StoreError(f"{path}: cannot read status: {exc}") from exc
     finally:
         conn.close()
+
+
+# `edgeml events --kind promotion` means every kind that makes a new model version.
+PROMOTIONS = ("import", "rollback", "manual")
+
+
+def read_events(
+    path: Path,
+    kinds: Sequence[str] = (),
+    stream: str | None = None,
+    since: float | None = None,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
+    """The event history, newest first (the `edgeml events --json` document)."""
+    conn = connect_readonly(path)
+    try:
+        wanted = list(kinds)
+        marks = ",".join("?" * len(wanted))
+        rows = conn.execute(
+            "SELECT id, ts, kind, stream, key, seq, data FROM events WHERE"
+            f" ({'1' if not wanted else f'kind IN ({marks})'})"
+            " AND (? IS NULL OR stream = ?) AND (? IS NULL OR ts >= ?)"
+            " ORDER BY ts DESC, id DESC LIMIT ?",
+            (*wanted, stream, stream, since, since, limit),
+        ).fetchall()
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path}: cannot read events: {exc}") from exc
+    finally:
+        conn.close()
+    return [
+        {
+            "id": r["id"],
+            "ts": r["ts"],
+            "kind": r["kind"],
+            "stream": r["stream"],
+            "key": r["key"],
+            "seq": r["seq"],
+            "data": json.loads(r["data"]),
+        }
+        for r in rows
+    ]
