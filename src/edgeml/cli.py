@@ -9,7 +9,7 @@ import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -99,64 +99,6 @@ def demo(
         raise typer.Exit(1)
 
 
-def _ago(ts: float | None, now: float) -> str:
-    if ts is None:
-        return "-"
-    s = max(0.0, now - ts)
-    if s < 60:
-        return f"{s:.0f}s ago"
-    if s < 3600:
-        return f"{s / 60:.0f}m ago"
-    if s < 86400:
-        return f"{s / 3600:.1f}h ago"
-    return f"{s / 86400:.1f}d ago"
-
-
-def _num(v: Any) -> str:
-    return "-" if v is None else f"{v:.4g}"
-
-
-def _render(doc: dict[str, Any], console: Console) -> None:
-    now = time.time()
-    d = doc["daemon"]
-    if "pid" not in d:
-        console.print("daemon: [yellow]never ran[/] with this state directory")
-    else:
-        state = "[green]running[/]" if d["running"] else "[red]not running[/]"
-        broker = "[green]connected[/]" if d["broker_connected"] else f"[yellow]{d['broker']}[/]"
-        reasons = ", ".join(f"{k} {v}" for k, v in sorted(d["rejected_by_reason"].items()))
-        console.print(
-            f"daemon: {state}  pid {d['pid']}  node {d['node']}  up {d['uptime_s']:.0f}s  "
-            f"broker {broker}  last beat {_ago(d['last_beat'], now)}"
-        )
-        console.print(
-            f"received {d['received']}  learned {d['learned']}  rejected {d['rejected']}"
-            + (f" ({reasons})" if reasons else "")
-            + f"  rate {d['rate']:.1f}/s"
-            + (f"  {d['bytes_per_sample']:.0f} B written/sample" if d["bytes_per_sample"] else "")
-        )
-    table = Table(show_edge=False, pad_edge=False)
-    for col in ("stream", "key", "samples", "last seen", "ver", "mae", "rmse", "rolling", "drifts"):
-        table.add_column(col, justify="right" if col not in ("stream", "key") else "left")
-    for s in doc["streams"]:
-        m = s["metrics"]
-        table.add_row(
-            s["stream"],
-            s["key"],
-            str(s["samples"]),
-            _ago(s["last_seen"], now),
-            str(s["model_version"]),
-            _num(m.get("mae")),
-            _num(m.get("rmse")),
-            _num(m.get("rolling_mae")),
-            str(s["drifts"]) if not s["drifts"] else f"[yellow]{s['drifts']}[/]",
-        )
-    if doc["streams"]:
-        console.print(table)
-    else:
-        console.print("no stream has learned anything yet")
-
-
 def _check_access(state_dir: Path) -> None:
     """Say why a state directory cannot be read (systemd: 0750, group edgeml), and exit 1."""
     if not state_dir.is_dir() or os.access(state_dir, os.R_OK | os.X_OK):
@@ -178,21 +120,27 @@ def _check_access(state_dir: Path) -> None:
 def status(
     config: ConfigOpt = Path("config.toml"),
     as_json: Annotated[bool, typer.Option("--json", help="The documented JSON document.")] = False,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="A live view, refreshed every second (Ctrl-C ends).")
+    ] = False,
 ) -> None:
     """The daemon's health and one row per stream/key (works while the daemon runs)."""
     cfg = load_or_exit(config)
+    from edgeml import view
     from edgeml.store import read_status
 
     _check_access(cfg.node.state_dir)
     try:
+        if watch:
+            view.watch(cfg.db_path)
+            return
         doc = read_status(cfg.db_path)
     except EdgemlError as exc:
-        err.print(str(exc), markup=False, highlight=False)
-        raise typer.Exit(1) from None
+        raise fail(str(exc)) from None
     if as_json:
         typer.echo(json.dumps(doc, indent=2))
     else:
-        _render(doc, Console())
+        Console().print(view.render(doc, time.time()))
 
 
 @app.command()
@@ -215,6 +163,7 @@ def events(
     """The event history, newest first: drifts, model resets, new versions."""
     cfg = load_or_exit(config)
     from edgeml.store import PROMOTIONS, read_events
+    from edgeml.view import num
 
     kinds: list[str] = []
     for k in kind or []:
@@ -238,7 +187,7 @@ def events(
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["ts"])),
             r["kind"],
             f"{r['stream']}/{r['key']}",
-            " ".join(f"{k}={_num(v) if isinstance(v, float) else v}" for k, v in details.items()),
+            " ".join(f"{k}={num(v) if isinstance(v, float) else v}" for k, v in details.items()),
         )
     Console().print(table)
 

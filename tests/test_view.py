@@ -1,0 +1,69 @@
+"""The status view: renders at 80 and 200 columns, with trends and drift times."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from edgeml.view import History, render, snapshot_view, sparkline
+from tests.conftest import (
+    TELEMETRY,
+    Broker,
+    load_config,
+    publish_all,
+    running,
+    settle,
+    write_config,
+)
+from tests.test_daemon import telemetry
+
+
+def test_sparkline_scales_to_eight_levels() -> None:
+    assert sparkline([]) == ""
+    assert sparkline([1.0, 1.0]) == "▁▁"
+    assert sparkline([0.0, 0.5, 1.0]) == "▁▅█"
+
+
+@pytest.mark.parametrize("width", [80, 200])
+async def test_live_view_of_a_real_store_renders_at_any_width(
+    broker: Broker, tmp_path: Path, width: int
+) -> None:
+    cfg = load_config(write_config(tmp_path, broker, TELEMETRY))
+    history = History()
+    async with running(cfg):
+        for start in (0, 90, 180):
+            await publish_all(broker, telemetry(90, devices=3, start=start))
+            assert await settle(cfg, start + 90) == start + 90
+            await __import__("asyncio").sleep(2.2)  # a summary write between refreshes
+            snapshot_view(cfg.db_path, history)
+        console = Console(width=width, record=True, color_system=None)
+        console.print(snapshot_view(cfg.db_path, history))
+    text = console.export_text()
+    lines = text.splitlines()
+    assert all(len(line) <= width for line in lines)
+    assert "daemon: running" in text
+    for key in ("temp/dev0", "temp/dev1", "temp/dev2"):
+        assert key in text
+    assert any(ch in text for ch in "▁▂▃▄▅▆▇█")  # the rolling-error trend
+    assert len(history.of("temp", "dev0")) == 4
+
+
+def test_render_marks_stale_devices_and_recent_drifts() -> None:
+    now = time.time()
+    doc = {
+        "daemon": {"running": False, "pid": 1, "node": "n", "uptime_s": 5, "last_beat": now,
+                   "broker": "disconnected", "broker_connected": False, "received": 3,
+                   "rejected": 1, "rejected_by_reason": {"not_json": 1}, "learned": 2,
+                   "rate": 0.0, "bytes_per_sample": None},
+        "streams": [{"stream": "s", "key": "k", "task": "regression", "samples": 2,
+                     "last_seen": now - 900, "model_version": 2, "drifts": 1,
+                     "metrics": {"mae": 1.5, "rmse": 2.0, "rolling_mae": 1.0}}],
+    }  # fmt: skip
+    console = Console(width=80, record=True, color_system=None)
+    console.print(render(doc, now, History(), {("s", "k"): now - 120}))
+    text = console.export_text()
+    assert "not running" in text and "rejected 1 (not_json 1)" in text
+    assert "15m ago" in text and "2m ago" in text
