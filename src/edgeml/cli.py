@@ -206,6 +206,59 @@ def _since(text: str | None) -> float | None:
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
+@app.command()
+def replay(
+    csv_file: Annotated[Path, typer.Argument(help="A CSV file with a header row.")],
+    stream: Annotated[str, typer.Option(help="The stream the rows belong to.")],
+    key: Annotated[
+        str | None, typer.Option(help="The device key, for a stream keyed by topic or field.")
+    ] = None,
+    speed: Annotated[
+        str, typer.Option(help="'max', or e.g. '100x' to keep the rows' timestamp spacing.")
+    ] = "max",
+    config: ConfigOpt = Path("config.toml"),
+) -> None:
+    """Feed historical rows through MQTT to the daemon: to warm a model or fill a gap.
+
+    Each row is checked by the stream's own decoder first; rows that do not decode are
+    reported with their line numbers and not sent. The daemon learns what is sent (if it is
+    not running, the broker keeps the readings for its session).
+    """
+    cfg = load_or_exit(config)
+    from rich.progress import Progress
+
+    from edgeml.replay import parse_speed
+    from edgeml.replay import replay as run_replay
+
+    sc = next((s for s in cfg.stream if s.name == stream), None)
+    if sc is None:
+        raise fail(f"no stream {stream!r} in {config}", 2)
+    try:
+        factor = parse_speed(speed)
+        total = sum(1 for _ in csv_file.open(encoding="utf-8", errors="replace")) - 1
+        with Progress(console=err, transient=True) as bar:
+            task = bar.add_task(f"replaying {csv_file.name}", total=max(total, 1))
+            result = asyncio.run(
+                run_replay(
+                    cfg,
+                    sc,
+                    csv_file,
+                    key,
+                    factor,
+                    lambda line: bar.update(task, completed=line - 1),
+                )
+            )
+    except (EdgemlError, OSError) as exc:
+        raise fail(str(exc)) from None
+    for line, why in result.bad[:20]:
+        err.print(f"{csv_file}:{line}: {why}", markup=False, highlight=False)
+    if len(result.bad) > 20:
+        err.print(f"... and {len(result.bad) - 20} more bad rows")
+    typer.echo(
+        f"published {result.published} rows to {stream}; {len(result.bad)} rows did not decode"
+    )
+
+
 app.add_typer(cli_models.app, name="models")
 
 
