@@ -18,7 +18,7 @@ from typing import Any
 import aiomqtt
 import paho.mqtt.client as paho
 
-__all__ = ["ack", "enable_manual_ack", "publish_nowait", "set_receiver"]
+__all__ = ["ack", "drop", "enable_manual_ack", "publish_nowait", "set_receiver"]
 
 
 def _paho(client: aiomqtt.Client) -> Any:
@@ -52,3 +52,10 @@ def publish_nowait(client: aiomqtt.Client, topic: str, payload: bytes, qos: int 
     """Queue a publish without waiting for it; False if the client is not connected."""
     info = _paho(client).publish(topic, payload, qos)
     return bool(info.rc == paho.MQTT_ERR_SUCCESS)
+
+
+def drop(client: aiomqtt.Client) -> None:
+    """Close the socket without a DISCONNECT, as a device that loses power does: the broker
+    then publishes the client's will. (Used by the simulator.)
+    """
+    _paho(client)._sock_close()

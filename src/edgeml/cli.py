@@ -259,6 +259,61 @@ def replay(
     )
 
 
+@app.command()
+def simulate(
+    devices: Annotated[int, typer.Option(help="Simulated devices.", min=1, max=200)] = 5,
+    rate: Annotated[float, typer.Option(help="Readings per second per device.", min=0.1)] = 2.0,
+    duration: Annotated[float, typer.Option(help="Seconds to run.", min=1)] = 120.0,
+    seed: Annotated[int, typer.Option(help="The same seed gives the same readings.")] = 1,
+    change_at: Annotated[
+        float | None, typer.Option(help="Seconds in: an abrupt concept change on sim0.")
+    ] = None,
+    drift_from: Annotated[
+        float | None, typer.Option(help="Seconds in: sim1's temperature starts to drift.")
+    ] = None,
+    spikes: Annotated[
+        float, typer.Option(help="Share of readings with a vibration spike (flagged anomaly).")
+    ] = 0.0,
+    stuck_at: Annotated[
+        float | None, typer.Option(help="Seconds in: sim2's temperature sticks for 30 s.")
+    ] = None,
+    drop_at: Annotated[
+        float | None, typer.Option(help="Seconds in: the last device drops off (its will).")
+    ] = None,
+    bad: Annotated[float, typer.Option(help="Share of payloads that are garbage.")] = 0.0,
+    broker: Annotated[
+        str | None, typer.Option(help="HOST:PORT (default: the config's broker).")
+    ] = None,
+    config: ConfigOpt = Path("config.toml"),
+) -> None:
+    """Publish realistic telemetry to sensors/<device>/telemetry, with scripted faults.
+
+    Payloads carry temperature, humidity, pressure, load, vibration, tvoc, eco2, a smoke
+    label and an `anomaly` ground-truth flag. What is injected, and when, is printed.
+    """
+    import aiomqtt
+
+    from edgeml.simulate import Faults, Simulator
+    from edgeml.simulate import run as run_simulation
+
+    if broker:
+        host, _, port_text = broker.rpartition(":")
+        host, port = host or "localhost", int(port_text)
+    else:
+        cfg = load_or_exit(config)
+        host, port = cfg.mqtt.host, cfg.mqtt.port
+    faults = Faults(change_at, drift_from, spikes, stuck_at, drop_at, bad)
+    sim = Simulator(devices, rate, seed, faults)
+    typer.echo(
+        f"simulating {devices} devices at {rate}/s each for {duration:.0f} s on {host}:{port}"
+    )
+    try:
+        sent = asyncio.run(run_simulation(host, port, sim, duration, typer.echo))
+    except aiomqtt.MqttError as exc:
+        raise fail(f"broker {host}:{port}: {exc}") from None
+    typer.echo(f"sent {sent} readings")
+
+
 app.add_typer(cli_models.app, name="models")
 
 

@@ -1,0 +1,86 @@
+"""`edgeml simulate`: the same seed gives the same readings; faults are flagged; wills fire."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import aiomqtt
+from typer.testing import CliRunner
+
+from edgeml.cli import app
+from edgeml.simulate import Faults, Simulator
+from edgeml.store import read_status
+from tests.conftest import Broker, load_config, running, settle, write_config
+
+FAULTS = Faults(change_at=5, drift_from=5, spike_rate=0.05, stuck_at=3, drop_at=8, bad_rate=0.05)
+
+
+def readings(seed: int, ticks: int = 100) -> list[tuple[str, bytes, str]]:
+    sim = Simulator(devices=4, rate=10, seed=seed, faults=FAULTS)
+    return [(r.topic, r.payload, r.note) for n in range(ticks) for r in sim.tick(n, 1.8e9)]
+
+
+def test_same_seed_same_readings() -> None:
+    assert readings(7) == readings(7)
+    assert readings(7) != readings(8)
+
+
+def test_faults_are_where_they_were_scripted() -> None:
+    sim = Simulator(devices=4, rate=10, seed=3, faults=FAULTS)
+    ticks = [sim.tick(n, 1.8e9) for n in range(120)]
+    # The last device drops off at 8 s (tick 80).
+    assert all(len(t) == 4 for t in ticks[:80]) and all(len(t) == 3 for t in ticks[80:])
+    by_device: dict[str, list[tuple[int, str, bytes]]] = {}
+    for n, t in enumerate(ticks):
+        for r in t:
+            by_device.setdefault(r.device, []).append((n, r.note, r.payload))
+    assert all(("changed" in note) == (n >= 50) for n, note, _ in by_device["sim0"])
+    assert all(("drifting" in note) == (n >= 50) for n, note, _ in by_device["sim1"])
+    stuck = [
+        json.loads(p) for n, note, p in by_device["sim2"] if "stuck" in note and "bad" not in note
+    ]
+    assert stuck and len({r["temperature"] for r in stuck}) == 1
+    assert all(r["anomaly"] for r in stuck)
+    bad = [p for d in by_device.values() for _, note, p in d if "bad payload" in note]
+    assert 0 < len(bad) < 60
+    assert any("spike" in note for d in by_device.values() for _, note, _ in d)
+
+
+async def test_simulated_devices_feed_the_daemon_and_a_dropped_one_goes_offline(
+    broker: Broker, tmp_path: Path
+) -> None:
+    stream = """
+[[stream]]
+name = "boiler"
+topic = "sensors/+/telemetry"
+key = "topic:1"
+target = "temperature"
+features = ["humidity", "pressure", "load"]
+"""
+    path = write_config(tmp_path, broker, stream)
+    cfg = load_config(path)
+    async with running(cfg), aiomqtt.Client(broker.host, broker.port) as watcher:
+        await watcher.subscribe("sensors/+/status", qos=1)
+        r = await asyncio.to_thread(
+            CliRunner().invoke,
+            app,
+            ["simulate", "--devices", "3", "--rate", "10", "--duration", "3", "--seed", "2",
+             "--drop-at", "2", "--bad", "0.1", "-c", str(path)],
+        )  # fmt: skip
+        assert r.exit_code == 0, r.output
+        assert "sim2: drops off (its will says offline)" in r.stdout
+        statuses: dict[str, bytes] = {}
+        async with asyncio.timeout(10):
+            async for m in watcher.messages:
+                assert isinstance(m.payload, bytes)
+                statuses[m.topic.value] = m.payload
+                if statuses.get("sensors/sim2/status") == b"offline":
+                    break
+        sent = int(r.stdout.strip().splitlines()[-1].split()[1])
+        await settle(cfg, sent, quiet_s=1.0)
+    daemon = read_status(cfg.db_path)["daemon"]
+    assert daemon["received"] == sent
+    assert daemon["learned"] + daemon["rejected"] == sent
+    assert daemon["rejected"] > 0  # the bad payloads
