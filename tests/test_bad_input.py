@@ -11,7 +11,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgeml.store import read_status
+from edgeml.queries import read_status
 from tests.conftest import Broker, db_rows, load_config, publish_all, running, settle, write_config
 
 STREAM = """

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from edgeml.demo import run_demo
-from edgeml.store import read_status
+from edgeml.queries import read_status
 
 
 @pytest.mark.parametrize("broker", [None, "embedded"], ids=["mosquitto", "amqtt"])

@@ -15,7 +15,7 @@ from river import linear_model, preprocessing
 
 from edgeml.config import Config
 from edgeml.learn import snapshot
-from edgeml.store import read_status
+from edgeml.queries import read_status
 from tests.conftest import (
     TELEMETRY,
     Broker,

@@ -10,7 +10,7 @@ from typing import Any
 
 import aiomqtt
 
-from edgeml.store import read_status
+from edgeml.queries import read_status
 from tests.conftest import (
     TELEMETRY,
     Broker,

@@ -127,7 +127,7 @@ def status(
     """The daemon's health and one row per stream/key (works while the daemon runs)."""
     cfg = load_or_exit(config)
     from edgeml import view
-    from edgeml.store import read_status
+    from edgeml.queries import read_status
 
     _check_access(cfg.node.state_dir)
     try:
@@ -162,7 +162,7 @@ def events(
 ) -> None:
     """The event history, newest first: drifts, model resets, new versions."""
     cfg = load_or_exit(config)
-    from edgeml.store import PROMOTIONS, read_events
+    from edgeml.queries import PROMOTIONS, read_events
     from edgeml.view import num
 
     kinds: list[str] = []

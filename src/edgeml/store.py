@@ -1,13 +1,12 @@
-"""The one SQLite file: schema and migrations, the batched writer, and the queries the CLI reads."""
+"""The daemon's side of the SQLite file: the batched writer and what start-up reads back."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,139 +14,10 @@ from typing import Any
 import aiosqlite
 
 from edgeml.errors import StoreError
+from edgeml.schema import migrate
 
-__all__ = [
-    "SCHEMA_VERSION",
-    "Batch",
-    "Command",
-    "Heartbeat",
-    "Snapshot",
-    "Store",
-    "StoredSnapshot",
-    "connect_readonly",
-    "read_events",
-    "read_status",
-]
+__all__ = ["Batch", "Command", "Heartbeat", "Snapshot", "Store", "StoredSnapshot"]
 
-# Each entry migrates from user_version == index to index + 1.
-_MIGRATIONS: list[str] = [
-    """
-    CREATE TABLE series(
-        id INTEGER PRIMARY KEY,
-        stream TEXT NOT NULL,
-        key TEXT NOT NULL,
-        task TEXT NOT NULL,
-        created REAL NOT NULL,
-        UNIQUE(stream, key)
-    );
-    -- The log: every decoded reading, in the order it was learned (seq).
-    -- mid/hash identify the MQTT delivery, so a redelivery after a crash is not stored twice.
-    CREATE TABLE samples(
-        seq INTEGER PRIMARY KEY,
-        series INTEGER NOT NULL REFERENCES series(id),
-        ts REAL NOT NULL,
-        x TEXT NOT NULL,
-        y REAL,
-        mid INTEGER,
-        hash INTEGER
-    );
-    CREATE TABLE predictions(
-        seq INTEGER PRIMARY KEY,
-        y_pred REAL NOT NULL,
-        error REAL,
-        model_version INTEGER NOT NULL
-    );
-    CREATE TABLE events(
-        id INTEGER PRIMARY KEY,
-        ts REAL NOT NULL,
-        kind TEXT NOT NULL,
-        stream TEXT,
-        key TEXT,
-        seq INTEGER,
-        data TEXT NOT NULL
-    );
-    CREATE INDEX events_ts ON events(ts);
-    -- Live summary per stream/key, refreshed every few seconds.
-    CREATE TABLE summary(
-        series INTEGER PRIMARY KEY REFERENCES series(id),
-        samples INTEGER NOT NULL,
-        last_seen REAL,
-        model_version INTEGER NOT NULL,
-        metrics TEXT NOT NULL,
-        drifts INTEGER NOT NULL,
-        updated REAL NOT NULL
-    );
-    -- The daemon's heartbeat: one row.
-    CREATE TABLE daemon(
-        id INTEGER PRIMARY KEY CHECK (id = 1),
-        pid INTEGER NOT NULL,
-        node TEXT NOT NULL,
-        version TEXT NOT NULL,
-        started REAL NOT NULL,
-        last_beat REAL NOT NULL,
-        stopped REAL,
-        broker TEXT NOT NULL,
-        received INTEGER NOT NULL,
-        rejected TEXT NOT NULL,
-        learned INTEGER NOT NULL,
-        rate REAL NOT NULL,
-        bytes_written INTEGER
-    );
-    """,
-    """
-    -- Checkpoints of each stream/key's learner: the samples after `seq` are replayed on start.
-    CREATE TABLE snapshots(
-        id INTEGER PRIMARY KEY,
-        series INTEGER NOT NULL REFERENCES series(id),
-        seq INTEGER NOT NULL,
-        created REAL NOT NULL,
-        reason TEXT NOT NULL,
-        model_version INTEGER NOT NULL,
-        river TEXT NOT NULL,
-        size INTEGER NOT NULL,
-        sha256 TEXT NOT NULL,
-        blob BLOB NOT NULL
-    );
-    CREATE INDEX snapshots_series ON snapshots(series, seq);
-    """,
-    """
-    -- The registry: every model version of every stream/key and its lineage. `blob` is the
-    -- pickled pipeline as the version was created, replaced by its final state when another
-    -- version takes its place; the champion's live state is in its newest snapshot.
-    CREATE TABLE models(
-        id INTEGER PRIMARY KEY,
-        series INTEGER NOT NULL REFERENCES series(id),
-        version INTEGER NOT NULL,
-        created REAL NOT NULL,
-        reason TEXT NOT NULL,
-        parent INTEGER,
-        event INTEGER,
-        metrics TEXT NOT NULL,
-        river TEXT NOT NULL,
-        size INTEGER NOT NULL,
-        sha256 TEXT NOT NULL,
-        blob BLOB NOT NULL,
-        UNIQUE(series, version)
-    );
-    -- The control channel: the CLI inserts, the daemon applies and writes the result.
-    CREATE TABLE commands(
-        id INTEGER PRIMARY KEY,
-        created REAL NOT NULL,
-        kind TEXT NOT NULL,
-        stream TEXT NOT NULL,
-        key TEXT NOT NULL,
-        args TEXT NOT NULL,
-        blob BLOB,
-        status TEXT NOT NULL DEFAULT 'pending',
-        result TEXT,
-        applied REAL
-    );
-    """,
-]
-SCHEMA_VERSION = len(_MIGRATIONS)
-
-# A daemon whose heartbeat is older than this is reported as not running.
-STALE_AFTER_S = 10.0
 # How many recent deliveries are remembered for redelivery detection: MQTT packet ids are
 # 16-bit, so the broker cannot reuse one within the last 65,535 deliveries.
 RECENT_DELIVERIES = 65535
@@ -248,19 +118,6 @@ class Batch:
         )
 
 
-def _migrate(conn: sqlite3.Connection, path: Path) -> None:
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version > SCHEMA_VERSION:
-        raise StoreError(
-            f"{path}: schema version {version} is newer than this edgeml understands "
-            f"({SCHEMA_VERSION}); upgrade edgeml"
-        )
-    for target in range(version, SCHEMA_VERSION):
-        # executescript commits first; the migration and its version bump commit together.
-        script = _MIGRATIONS[target]
-        conn.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {target + 1};\nCOMMIT;")
-
-
 class Store:
     """The daemon's connection: the only writer of the SQLite file."""
 
@@ -281,7 +138,7 @@ class Store:
                     # a few at a time (PRAGMA incremental_vacuum) as retention prunes.
                     conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
                 conn.execute("PRAGMA journal_mode=WAL")
-                _migrate(conn, path)
+                migrate(conn, path)
             conn.close()
             db = await aiosqlite.connect(path, timeout=10)
         except (OSError, sqlite3.Error) as exc:
@@ -563,158 +420,3 @@ class Store:
                 hb.bytes_written,
             ),
         )
-
-
-# -- reading, for the CLI (plain sqlite3: no event loop, and it works while the daemon writes) --
-
-
-def connect_readonly(path: Path) -> sqlite3.Connection:
-    if not path.exists():
-        raise StoreError(f"{path}: no database yet (has `edgeml run` started with this config?)")
-    try:
-        try:
-            conn, version = _open_readonly(path, "mode=ro")
-        except sqlite3.OperationalError as exc:
-            # A WAL reader needs the -shm file. While the daemon runs, a reader in its group
-            # uses it read-only; once the daemon has stopped, SQLite has removed it, and a
-            # reader who may not write the state directory (an operator in group edgeml)
-            # cannot create it. With no -wal file everything is in the main file: read that.
-            if getattr(exc, "sqlite_errorname", "") != "SQLITE_READONLY_DIRECTORY" or (
-                path.with_name(path.name + "-wal").exists()
-            ):
-                raise
-            conn, version = _open_readonly(path, "mode=ro&immutable=1")
-    except sqlite3.Error as exc:
-        raise StoreError(f"{path}: cannot read the database: {exc}") from exc
-    if version > SCHEMA_VERSION:
-        conn.close()
-        raise StoreError(
-            f"{path}: schema version {version} is newer than this edgeml ({SCHEMA_VERSION})"
-        )
-    return conn
-
-
-def _open_readonly(path: Path, params: str) -> tuple[sqlite3.Connection, int]:
-    conn = sqlite3.connect(f"file:{path}?{params}", uri=True, timeout=10)
-    try:
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA busy_timeout=10000")
-        return conn, conn.execute("PRAGMA user_version").fetchone()[0]
-    except BaseException:
-        conn.close()
-        raise
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def read_status(path: Path, now: float | None = None) -> dict[str, Any]:
-    """The `edgeml status --json` document (a documented contract: extend, don't rename)."""
-    now = time.time() if now is None else now
-    conn = connect_readonly(path)
-    try:
-        if conn.execute("PRAGMA user_version").fetchone()[0] < 1:
-            return {"daemon": {"running": False}, "streams": []}
-        row = conn.execute("SELECT * FROM daemon WHERE id = 1").fetchone()
-        daemon: dict[str, Any] = {"running": False}
-        if row is not None:
-            rejected = json.loads(row["rejected"])
-            running = (
-                row["stopped"] is None
-                and now - row["last_beat"] < STALE_AFTER_S
-                and _pid_alive(row["pid"])
-            )
-            learned = row["learned"]
-            daemon = {
-                "running": running,
-                "pid": row["pid"],
-                "node": row["node"],
-                "version": row["version"],
-                "started": row["started"],
-                "uptime_s": round((now if running else row["last_beat"]) - row["started"], 1),
-                "last_beat": row["last_beat"],
-                "stopped": row["stopped"],
-                "broker": row["broker"] if running else "disconnected",
-                "broker_connected": running and row["broker"] == "connected",
-                "received": row["received"],
-                "rejected": sum(rejected.values()),
-                "rejected_by_reason": rejected,
-                "learned": learned,
-                "rate": row["rate"] if running else 0.0,
-                "bytes_written": row["bytes_written"],
-                "bytes_per_sample": (
-                    round(row["bytes_written"] / learned, 1)
-                    if row["bytes_written"] is not None and learned
-                    else None
-                ),
-            }
-        streams = []
-        for r in conn.execute(
-            "SELECT r.stream, r.key, r.task, m.samples, m.last_seen, m.model_version, m.metrics,"
-            " m.drifts FROM series r JOIN summary m ON m.series = r.id ORDER BY r.stream, r.key"
-        ):
-            streams.append(
-                {
-                    "stream": r["stream"],
-                    "key": r["key"],
-                    "task": r["task"],
-                    "samples": r["samples"],
-                    "last_seen": r["last_seen"],
-                    "model_version": r["model_version"],
-                    "metrics": json.loads(r["metrics"]),
-                    "drifts": r["drifts"],
-                }
-            )
-        return {"daemon": daemon, "streams": streams}
-    except sqlite3.Error as exc:
-        raise StoreError(f"{path}: cannot read status: {exc}") from exc
-    finally:
-        conn.close()
-
-
-# `edgeml events --kind promotion` means every kind that makes a new model version.
-PROMOTIONS = ("import", "rollback", "manual")
-
-
-def read_events(
-    path: Path,
-    kinds: Sequence[str] = (),
-    stream: str | None = None,
-    since: float | None = None,
-    limit: int = 100,
-) -> list[dict[str, Any]]:
-    """The event history, newest first (the `edgeml events --json` document)."""
-    conn = connect_readonly(path)
-    try:
-        wanted = list(kinds)
-        marks = ",".join("?" * len(wanted))
-        rows = conn.execute(
-            "SELECT id, ts, kind, stream, key, seq, data FROM events WHERE"
-            f" ({'1' if not wanted else f'kind IN ({marks})'})"
-            " AND (? IS NULL OR stream = ?) AND (? IS NULL OR ts >= ?)"
-            " ORDER BY ts DESC, id DESC LIMIT ?",
-            (*wanted, stream, stream, since, since, limit),
-        ).fetchall()
-    except sqlite3.Error as exc:
-        raise StoreError(f"{path}: cannot read events: {exc}") from exc
-    finally:
-        conn.close()
-    return [
-        {
-            "id": r["id"],
-            "ts": r["ts"],
-            "kind": r["kind"],
-            "stream": r["stream"],
-            "key": r["key"],
-            "seq": r["seq"],
-            "data": json.loads(r["data"]),
-        }
-        for r in rows
-    ]

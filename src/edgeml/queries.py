@@ -1,0 +1,171 @@
+"""Read-only queries for the CLI: plain sqlite3 (no event loop), safe while the daemon writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from edgeml.errors import StoreError
+from edgeml.schema import SCHEMA_VERSION
+
+__all__ = ["PROMOTIONS", "STALE_AFTER_S", "connect_readonly", "read_events", "read_status"]
+
+# A daemon whose heartbeat is older than this is reported as not running.
+STALE_AFTER_S = 10.0
+
+
+def connect_readonly(path: Path) -> sqlite3.Connection:
+    if not path.exists():
+        raise StoreError(f"{path}: no database yet (has `edgeml run` started with this config?)")
+    try:
+        try:
+            conn, version = _open_readonly(path, "mode=ro")
+        except sqlite3.OperationalError as exc:
+            # A WAL reader needs the -shm file. While the daemon runs, a reader in its group
+            # uses it read-only; once the daemon has stopped, SQLite has removed it, and a
+            # reader who may not write the state directory (an operator in group edgeml)
+            # cannot create it. With no -wal file everything is in the main file: read that.
+            if getattr(exc, "sqlite_errorname", "") != "SQLITE_READONLY_DIRECTORY" or (
+                path.with_name(path.name + "-wal").exists()
+            ):
+                raise
+            conn, version = _open_readonly(path, "mode=ro&immutable=1")
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path}: cannot read the database: {exc}") from exc
+    if version > SCHEMA_VERSION:
+        conn.close()
+        raise StoreError(
+            f"{path}: schema version {version} is newer than this edgeml ({SCHEMA_VERSION})"
+        )
+    return conn
+
+
+def _open_readonly(path: Path, params: str) -> tuple[sqlite3.Connection, int]:
+    conn = sqlite3.connect(f"file:{path}?{params}", uri=True, timeout=10)
+    try:
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA busy_timeout=10000")
+        return conn, conn.execute("PRAGMA user_version").fetchone()[0]
+    except BaseException:
+        conn.close()
+        raise
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_status(path: Path, now: float | None = None) -> dict[str, Any]:
+    """The `edgeml status --json` document (a documented contract: extend, don't rename)."""
+    now = time.time() if now is None else now
+    conn = connect_readonly(path)
+    try:
+        if conn.execute("PRAGMA user_version").fetchone()[0] < 1:
+            return {"daemon": {"running": False}, "streams": []}
+        row = conn.execute("SELECT * FROM daemon WHERE id = 1").fetchone()
+        daemon: dict[str, Any] = {"running": False}
+        if row is not None:
+            rejected = json.loads(row["rejected"])
+            running = (
+                row["stopped"] is None
+                and now - row["last_beat"] < STALE_AFTER_S
+                and _pid_alive(row["pid"])
+            )
+            learned = row["learned"]
+            daemon = {
+                "running": running,
+                "pid": row["pid"],
+                "node": row["node"],
+                "version": row["version"],
+                "started": row["started"],
+                "uptime_s": round((now if running else row["last_beat"]) - row["started"], 1),
+                "last_beat": row["last_beat"],
+                "stopped": row["stopped"],
+                "broker": row["broker"] if running else "disconnected",
+                "broker_connected": running and row["broker"] == "connected",
+                "received": row["received"],
+                "rejected": sum(rejected.values()),
+                "rejected_by_reason": rejected,
+                "learned": learned,
+                "rate": row["rate"] if running else 0.0,
+                "bytes_written": row["bytes_written"],
+                "bytes_per_sample": (
+                    round(row["bytes_written"] / learned, 1)
+                    if row["bytes_written"] is not None and learned
+                    else None
+                ),
+            }
+        streams = []
+        for r in conn.execute(
+            "SELECT r.stream, r.key, r.task, m.samples, m.last_seen, m.model_version, m.metrics,"
+            " m.drifts FROM series r JOIN summary m ON m.series = r.id ORDER BY r.stream, r.key"
+        ):
+            streams.append(
+                {
+                    "stream": r["stream"],
+                    "key": r["key"],
+                    "task": r["task"],
+                    "samples": r["samples"],
+                    "last_seen": r["last_seen"],
+                    "model_version": r["model_version"],
+                    "metrics": json.loads(r["metrics"]),
+                    "drifts": r["drifts"],
+                }
+            )
+        return {"daemon": daemon, "streams": streams}
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path}: cannot read status: {exc}") from exc
+    finally:
+        conn.close()
+
+
+# `edgeml events --kind promotion` means every kind that makes a new model version.
+PROMOTIONS = ("import", "rollback", "manual")
+
+
+def read_events(
+    path: Path,
+    kinds: Sequence[str] = (),
+    stream: str | None = None,
+    since: float | None = None,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
+    """The event history, newest first (the `edgeml events --json` document)."""
+    conn = connect_readonly(path)
+    try:
+        wanted = list(kinds)
+        marks = ",".join("?" * len(wanted))
+        rows = conn.execute(
+            "SELECT id, ts, kind, stream, key, seq, data FROM events WHERE"
+            f" ({'1' if not wanted else f'kind IN ({marks})'})"
+            " AND (? IS NULL OR stream = ?) AND (? IS NULL OR ts >= ?)"
+            " ORDER BY ts DESC, id DESC LIMIT ?",
+            (*wanted, stream, stream, since, since, limit),
+        ).fetchall()
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path}: cannot read events: {exc}") from exc
+    finally:
+        conn.close()
+    return [
+        {
+            "id": r["id"],
+            "ts": r["ts"],
+            "kind": r["kind"],
+            "stream": r["stream"],
+            "key": r["key"],
+            "seq": r["seq"],
+            "data": json.loads(r["data"]),
+        }
+        for r in rows
+    ]
