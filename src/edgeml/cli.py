@@ -107,13 +107,10 @@ def _check_access(state_dir: Path) -> None:
         group = grp.getgrgid(state_dir.stat().st_gid).gr_name
     except (KeyError, OSError):
         group = "the group that owns it"
-    err.print(
+    raise fail(
         f"{state_dir}: permission denied. Members of {group} can read it: "
-        f"sudo usermod -aG {group} $USER (then log in again), or use sudo.",
-        markup=False,
-        highlight=False,
+        f"sudo usermod -aG {group} $USER (then log in again), or use sudo."
     )
-    raise typer.Exit(1)
 
 
 @app.command()

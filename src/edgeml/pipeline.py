@@ -250,17 +250,16 @@ class Pipeline:
                 self.streams[stream], key, parked[0].blob, parked[0].sha256, parked[0].river
             )
             return learner
-        if learner is None:
-            learner = self.learners[(stream, key)] = Learner(self.streams[stream], key)
-            if (stream, key) not in self.series:
-                sid = self.series[(stream, key)] = self._next_series
-                self._next_series += 1
-                self.batch.series.append((sid, stream, key, self.streams[stream].task, time.time()))
-                self.batch.versions.append(
-                    (sid, 1, time.time(), "initial", None, "{}", snapshot.RIVER_VERSION,
-                     pickle.dumps(learner.model, protocol=pickle.HIGHEST_PROTOCOL))
-                )  # fmt: skip
-                log.info("series_created", stream=stream, key=key)
+        learner = self.learners[sk] = Learner(self.streams[stream], key)
+        if sk not in self.series:
+            sid = self.series[sk] = self._next_series
+            self._next_series += 1
+            self.batch.series.append((sid, stream, key, self.streams[stream].task, time.time()))
+            self.batch.versions.append(
+                (sid, 1, time.time(), "initial", None, "{}", snapshot.RIVER_VERSION,
+                 pickle.dumps(learner.model, protocol=pickle.HIGHEST_PROTOCOL))
+            )  # fmt: skip
+            log.info("series_created", stream=stream, key=key)
         return learner
 
     def _topic(self, stream: str, key: str) -> str:

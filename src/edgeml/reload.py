@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from edgeml.config import Config, StreamConfig
-from edgeml.learn import Learner
+from edgeml.config import Config
 from edgeml.pipeline import Pipeline
 
 __all__ = ["LIVE_KEYS", "Reload", "apply", "plan"]
@@ -95,11 +94,5 @@ def apply(pipeline: Pipeline, cfg: Config) -> None:
         pipeline.streams[stream.name] = stream
         for (name, _), learner in pipeline.learners.items():
             if name == stream.name:
-                _set_delta(learner, stream)
+                learner.use_stream(stream)
     pipeline.cfg = cfg
-
-
-def _set_delta(learner: Learner, stream: StreamConfig) -> None:
-    learner.stream = stream
-    if learner.adwin.delta != stream.drift.delta:
-        learner.adwin = learner.adwin.clone({"delta": stream.drift.delta})

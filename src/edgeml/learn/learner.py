@@ -64,11 +64,18 @@ class Learner:
         learner = cls(stream, key)
         for name in cls._STATE:
             setattr(learner, name, state[name])
-        # The config's drift threshold wins over the one the snapshot was taken under (it
-        # can change on SIGHUP or between runs); River's ADWIN fixes delta when it is built.
-        if learner.adwin.delta != stream.drift.delta:
-            learner.adwin = learner.adwin.clone({"delta": stream.drift.delta})
+        # The config's drift threshold wins over the one the snapshot was taken under.
+        learner.use_stream(stream)
         return learner
+
+    def use_stream(self, stream: StreamConfig) -> None:
+        """Run under this stream config from now on (a SIGHUP, or a snapshot from an older
+        config): River's ADWIN fixes delta when it is built, so a changed one means a new
+        detector with an empty window.
+        """
+        self.stream = stream
+        if self.adwin.delta != stream.drift.delta:
+            self.adwin = self.adwin.clone({"delta": stream.drift.delta})
 
     def process(self, sample: Sample, seq: int) -> Outcome:
         """Predict, score, learn; the prediction is always finite."""
