@@ -91,7 +91,7 @@ async def test_status_json_contract_and_table(broker: Broker, tmp_path: Path) ->
             "metrics",
             "drifts",
         }
-        assert set(row["metrics"]) == {"mae", "rmse", "rolling_mae"}
+        assert set(row["metrics"]) == {"mae", "rmse", "r2", "rolling_mae"}
         assert row["samples"] == 30
         assert row["task"] == "regression"
     r = runner.invoke(app, ["status", "-c", str(path)], prog_name="edgeml")
@@ -127,12 +127,17 @@ async def test_events_history_filters_and_json(broker: Broker, tmp_path: Path) -
 
     everything = events()
     kinds = [e["kind"] for e in everything]
-    assert kinds[0] == "manual"  # newest first
+    assert kinds[0] == "retrain"  # newest first: the manual retrain started a challenger
+    assert everything[0]["data"]["trigger"] == "manual"
     assert "drift" in kinds
     drifts = events("--kind", "drift")
     assert drifts and all(e["kind"] == "drift" and e["key"] == "dev0" for e in drifts)
     assert all(e["seq"] > 800 for e in drifts)  # after the change, not before
-    assert [e["kind"] for e in events("--kind", "promotion")] == ["manual"]
+    # The drift after the change started a challenger; its verdict is recorded with figures.
+    retrains = events("--kind", "retrain")
+    assert [e["data"]["trigger"] for e in retrains] == ["manual", "drift"]
+    verdicts = events("--kind", "promotion", "--kind", "challenger_dropped")
+    assert len(verdicts) == 1 and verdicts[0]["data"]["samples"] >= 30
     assert events("--since", "1h") == everything
     assert events("--since", "2999-01-01T00:00:00") == []
     assert events("--stream", "other") == []

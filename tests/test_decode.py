@@ -368,6 +368,14 @@ REJECTS: list[tuple[RejectReason, bytes, dict[str, Any]]] = [
     (RejectReason.BAD_TIMESTAMP, b'{"y": 1, "ts": "soon"}', {"timestamp": "ts"}),
     (RejectReason.BAD_KEY, b'{"y": 1, "dev": "a/b"}', {"key": "field:dev"}),
     (RejectReason.BAD_KEY, b'{"y": 1}', {"key": "field:dev"}),
+    (RejectReason.BAD_LABEL, b'{"y": 0.5}', {"task": "classification"}),
+    (RejectReason.BAD_LABEL, b'{"y": [1]}', {"task": "classification", "model": "tree"}),
+    (RejectReason.BAD_LABEL, b'{"y": "x"}', {"task": "classification", "model": "logistic"}),
+    (
+        RejectReason.BAD_LABEL,
+        b'{"a": 1, "bad": 2}',
+        {"task": "anomaly", "target": None, "label": "bad"},
+    ),
 ]
 
 

@@ -44,6 +44,7 @@ def test_metrics_are_none_before_the_first_sample() -> None:
     assert Learner(make_stream(), "default").metrics() == {
         "mae": None,
         "rmse": None,
+        "r2": None,
         "rolling_mae": None,
     }
 
@@ -64,7 +65,6 @@ def test_trump_approval_matches_river_progressive_validation() -> None:
     # the outcomes carry the same errors that the metric averaged
     assert sum(o.error for o in outcomes) / len(outcomes) == pytest.approx(expected_mae, rel=1e-9)
     assert learner.samples == len(rows) == 1001
-    assert learner.resets == 0
     assert learner.last_seen == float(len(rows) - 1)
     assert [o.seq for o in outcomes] == list(range(len(rows)))
     assert all(o.model_version == 1 for o in outcomes)
@@ -101,8 +101,10 @@ def test_drift_is_detected_after_a_change_and_not_before(seed: int) -> None:
     assert (first.stream, first.key) == ("s", "default")
     assert first.ts == float(first.seq)
     assert first.width > 0
-    # the error after the change is far above the noise the model had learned
-    assert first.mean_error > 0.5
+    # the error in ADWIN's window is far above the noise the model had learned (the window
+    # can still hold samples from before the change, so it is compared with that noise)
+    noise = sum(o.error for o in outcomes[800:1000] if o.error is not None) / 200
+    assert first.mean_error > 3 * noise
     assert outcomes[first.seq].drift is first
 
 

@@ -146,8 +146,9 @@ def events(
     kind: Annotated[
         list[str] | None,
         typer.Option(
-            help="drift, model_reset, import, rollback, manual (retrain), or promotion "
-            "(any new version); repeat for several."
+            help="drift, retrain (a challenger starts), promotion (any new version, also "
+            "import and rollback), challenger_dropped, guard (a diverged model), anomaly; "
+            "repeat for several."
         ),
     ] = None,
     stream: Annotated[str | None, typer.Option(help="Only this stream.")] = None,
@@ -157,7 +158,7 @@ def events(
     limit: Annotated[int, typer.Option(help="At most this many, newest first.", min=1)] = 100,
     as_json: Annotated[bool, typer.Option("--json", help="JSON, for scripts.")] = False,
 ) -> None:
-    """The event history, newest first: drifts, model resets, new versions."""
+    """The event history, newest first: drifts, retraining, new versions, anomalies."""
     cfg = load_or_exit(config)
     from edgeml.queries import PROMOTIONS, read_events
     from edgeml.view import num

@@ -30,7 +30,14 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 
 
 def load_or_exit(path: Path) -> Config:
+    """The config, with every `[stream.params]` checked against its estimator; exit 2 if bad."""
     try:
-        return load(path)
+        cfg = load(path)
+        if any(s.params for s in cfg.stream):
+            # Only then is River imported (seconds on a Pi): the estimators say what they take.
+            from edgeml.learn.presets import check_params
+
+            check_params(cfg)
     except ConfigError as exc:
         raise fail(str(exc), 2) from None
+    return cfg

@@ -24,12 +24,17 @@ from pydantic import (
 from edgeml.errors import ConfigError
 
 __all__ = [
+    "DEFAULT_PRESET",
+    "PRESET_TASKS",
+    "AnomalyConfig",
     "Config",
     "DriftConfig",
+    "ForecastConfig",
     "LogConfig",
     "ModelsConfig",
     "MqttConfig",
     "NodeConfig",
+    "RetrainConfig",
     "StoreConfig",
     "StreamConfig",
     "TlsConfig",
@@ -147,20 +152,95 @@ class MqttConfig(_Frozen):
 
 class DriftConfig(_Frozen):
     delta: Annotated[StrictFloat, Field(gt=0, lt=1)] = 0.002
+    # A fresh or just-promoted model's error moves while it learns (a growing tree's error
+    # jumps when it restructures); ADWIN starts watching only after this many labelled
+    # samples, so learning is not mistaken for drift. 500: no false alarm on the stationary
+    # prefix of bench/quality.py's sensor stream for any preset.
+    warmup: Annotated[StrictInt, Field(ge=0, le=1_000_000)] = 500
+
+
+class RetrainConfig(_Frozen):
+    policy: Literal["challenger", "reset", "none"] = "challenger"
+    grace: Annotated[StrictInt, Field(ge=10, le=1_000_000)] = 200
+    max_warm_start: Annotated[StrictInt, Field(ge=1, le=1_000_000)] = 1000
+    every: str | None = None
+
+    @field_validator("every")
+    @classmethod
+    def _every(cls, v: str | None) -> str | None:
+        if v is not None and parse_duration(v) <= 0:
+            raise ValueError("must be more than 0")
+        return v
+
+    @property
+    def every_s(self) -> float | None:
+        return None if self.every is None else parse_duration(self.every)
+
+
+class AnomalyConfig(_Frozen):
+    quantile: Annotated[StrictFloat, Field(gt=0.5, lt=1)] = 0.99
+    warmup: Annotated[StrictInt, Field(ge=0, le=1_000_000)] = 500
+    cooldown: str = "60s"
+
+    @field_validator("cooldown")
+    @classmethod
+    def _cooldown(cls, v: str) -> str:
+        parse_duration(v)
+        return v
+
+    @property
+    def cooldown_s(self) -> float:
+        return parse_duration(self.cooldown)
+
+
+class ForecastConfig(_Frozen):
+    lags: Annotated[StrictInt, Field(ge=1, le=1000)] = 3
+    horizon: Annotated[StrictInt, Field(ge=1, le=1000)] = 1
+    time_features: StrictBool = False
+    # The seasonal preset also looks one season back (in samples: 24 for hourly readings).
+    season: Annotated[StrictInt, Field(ge=2, le=10_000)] = 24
+
+
+Task = Literal["regression", "classification", "anomaly", "forecast"]
+
+# Which presets serve which task (the River pipelines themselves are in edgeml.learn.presets,
+# which this module must not import: River takes seconds to import and most CLI commands
+# never need it). The first preset of a task is its default.
+PRESET_TASKS: dict[str, tuple[Task, ...]] = {
+    "linear": ("regression", "forecast"),
+    "logistic": ("classification",),
+    "halfspace": ("anomaly",),
+    "tree": ("regression", "classification", "forecast"),
+    "forest": ("regression", "classification", "forecast"),
+    "seasonal": ("forecast",),
+}
+DEFAULT_PRESET: dict[str, str] = {
+    "regression": "linear",
+    "classification": "logistic",
+    "anomaly": "halfspace",
+    "forecast": "linear",
+}
+ParamValue = StrictBool | StrictInt | StrictFloat | str
 
 
 class StreamConfig(_Frozen):
     name: str
     topic: str
     key: str | None = None
-    task: Literal["regression"] = "regression"
-    target: str
+    task: Task = "regression"
+    target: str | None = None
+    # anomaly: a payload field that flags known anomalies (ground truth for the metrics).
+    label: str | None = None
     features: tuple[str, ...] | None = None
     timestamp: str | None = None
-    model: Literal["linear"] = "linear"
+    model: str = ""  # "" = the task's default preset
+    params: dict[str, ParamValue] = {}
     rolling_window: Annotated[StrictInt, Field(ge=1, le=1_000_000)] = 500
     publish: Literal["all", "anomalies", "none"] = "all"
     drift: DriftConfig = DriftConfig()
+    retrain: RetrainConfig = RetrainConfig()
+    anomaly: AnomalyConfig = AnomalyConfig()
+    forecast: ForecastConfig = ForecastConfig()
 
     @field_validator("name")
     @classmethod
@@ -188,6 +268,28 @@ class StreamConfig(_Frozen):
 
     @model_validator(mode="after")
     def _cross(self) -> StreamConfig:
+        if not self.model:
+            object.__setattr__(self, "model", DEFAULT_PRESET[self.task])
+        tasks = PRESET_TASKS.get(self.model)
+        if tasks is None:
+            raise ValueError(
+                f"model: unknown preset {self.model!r}; presets: {', '.join(PRESET_TASKS)}"
+            )
+        if self.task not in tasks:
+            fits = [name for name, t in PRESET_TASKS.items() if self.task in t]
+            raise ValueError(
+                f"model: preset {self.model!r} does not do {self.task}; "
+                f"for {self.task} use {', '.join(fits)}"
+            )
+        if self.task == "anomaly":
+            if self.target is not None:
+                raise ValueError(
+                    "target: an anomaly stream has no target (label names a ground-truth field)"
+                )
+        elif self.target is None:
+            raise ValueError(f"target: required for a {self.task} stream")
+        elif self.label is not None:
+            raise ValueError("label: only an anomaly stream takes a ground-truth label field")
         if self.features is not None:
             if self.target in self.features:
                 raise ValueError(f"target {self.target!r} is also listed in features")
@@ -201,6 +303,12 @@ class StreamConfig(_Frozen):
                     f"key {self.key!r}: topic {self.topic!r} has only {len(levels)} levels"
                 )
         return self
+
+    @property
+    def excluded(self) -> tuple[str, ...]:
+        """Fields that are never features: target, label, key and timestamp."""
+        fields = (self.target, self.label, self.key_field, self.timestamp)
+        return tuple(f for f in fields if f)
 
     @property
     def key_field(self) -> str | None:
@@ -317,6 +425,10 @@ def _format(path: Path, exc: ValidationError) -> str:
             msg = "unknown key" + (f" (did you mean {hint[0]!r}?)" if hint else "")
         else:
             msg = err["msg"].removeprefix("Value error, ")
+            # A check across a table's keys says which key it is about: "target: ...".
+            key, sep, rest = msg.partition(": ")
+            if sep and key in _known_keys(Config, (*loc, key)):
+                dotted, msg = f"{dotted}.{key}", rest
         lines.append(f"{path}: {dotted}: {msg}")
     return "\n".join(lines)
 

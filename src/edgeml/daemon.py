@@ -19,6 +19,7 @@ from edgeml.errors import ConfigError
 from edgeml.ingest import Delivery, Session
 from edgeml.learn import Learner, build_model, snapshot
 from edgeml.pipeline import NeedsLearner, Outgoing, Pipeline
+from edgeml.records import Request
 from edgeml.sdnotify import Notifier
 from edgeml.store import Batch, Command, Heartbeat, Store, StoredSnapshot
 
@@ -78,6 +79,7 @@ class Daemon:
         self.notifier = Notifier()  # systemd, when it started us
         self.stopping = False
         self._reload_pending = False
+        self._writing = False  # the store writer task runs
 
     async def run(self, stop: asyncio.Event) -> None:
         cfg = self.cfg
@@ -94,6 +96,7 @@ class Daemon:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self.session.run(shutdown), name="session")
                 tg.create_task(self._store_loop(store), name="store")
+                self._writing = True
                 learner = tg.create_task(self._learn_loop(pipeline, stop), name="learn")
                 announcer = tg.create_task(self._announce_ready(), name="ready")
                 # Pings from this loop: if it blocks, they stop and systemd restarts us.
@@ -192,8 +195,10 @@ class Daemon:
         for sk, sid in wanted[: self.cfg.models.max_live]:
             after[sid] = await self._load(store, pipeline, sk, sid, index.get(sid, []))
         n = 0
-        async for seq, stream, key, ts, x, y in store.replay(after):
-            pipeline.replay(seq, stream, key, ts, x, y)
+        async for stream, key, row in store.replay(after):
+            pipeline.replay(stream, key, row)
+            if pipeline.requests:
+                await self._answer(store, pipeline, None)
             n += 1
             if n % 100_000 == 0:
                 log.info("replay_progress", samples=n)
@@ -264,8 +269,10 @@ class Daemon:
             seq = await self._load(
                 self._store, pipeline, sk, sid, await self._store.snapshots_of(sid)
             )
-            for s_seq, ts, x, y in await self._store.replay_series(sid, seq):
-                pipeline.replay(s_seq, sk[0], sk[1], ts, x, y)
+            for row in await self._store.replay_series(sid, seq):
+                pipeline.replay(sk[0], sk[1], row)
+                if pipeline.requests:
+                    await self._answer(self._store, pipeline, None)
 
     async def _handle(self, pipeline: Pipeline, d: Delivery, out: list[Outgoing]) -> None:
         try:
@@ -273,6 +280,42 @@ class Daemon:
         except NeedsLearner as need:
             await self._bring_back(pipeline, need.keys)
             pipeline.handle(d, out)
+        if pipeline.requests:
+            await self._answer(self._store, pipeline, out)
+
+    async def _flush(self, pipeline: Pipeline) -> None:
+        """Commit everything learned so far, so the store holds the newest samples."""
+        if self._writing:
+            await self._batches.put(pipeline.take_batch())
+            await self._batches.join()
+
+    async def _answer(self, store: Store, pipeline: Pipeline, out: list[Outgoing] | None) -> None:
+        """Give learners what they asked for from the store, before the next sample, so a
+        replay of the log asks and gets the same. `out` None: a replay at start-up.
+        """
+        if out is not None:
+            await self._flush(pipeline)
+        while pipeline.requests:
+            sk, request = pipeline.requests.pop(0)
+            if sk not in pipeline.learners:  # evicted by the message that asked
+                await self._bring_back(pipeline, [sk])
+            sid = pipeline.series[sk]
+            if request.kind == "challenger":
+                rows = await store.recent_samples(sid, request.samples, request.seq)
+                pipeline.start_challenger(sk, request, rows, out)
+                continue
+            # The guard: a model that predicted a non-finite number gives way to the stored
+            # state of its version as it was promoted (a fresh model if that fails too).
+            learner = pipeline.learners[sk]
+            blob = await store.version_blob(sid, request.version)
+            try:
+                model = pickle.loads(blob) if blob else build_model(learner.stream)
+            except Exception:  # an unloadable blob must not stop the daemon; start afresh
+                model = build_model(learner.stream)
+            if out is None:
+                learner.replace_model(model, learner.latest_version + 1)
+            else:
+                pipeline.promote(sk[0], sk[1], model, learner.latest_version + 1, "guard", out)
 
     async def _apply_commands(self, pipeline: Pipeline, out: list[Outgoing]) -> None:
         """Apply what the CLI asked for (rollback, import); each gets a result row."""
@@ -296,20 +339,25 @@ class Daemon:
         if sk not in pipeline.learners:
             await self._bring_back(pipeline, [sk])
         learner = pipeline.learners[sk]
-        version = await self._store.max_version(sid) + 1
+        version = max(await self._store.max_version(sid), learner.latest_version) + 1
         if cmd.kind == "retrain":
-            # A fresh model of the stream's preset, trained on the newest samples of the log.
-            rows = await self._store.recent_samples(sid, int(cmd.args.get("samples", 500)))
+            # The same path as a drift: a challenger warm-started on the newest samples.
+            n = int(cmd.args.get("samples", learner.stream.retrain.max_warm_start))
+            request = Request("challenger", "manual", learner.last_seq, n)
+            await self._flush(pipeline)
+            rows = await self._store.recent_samples(sid, n)
             if not rows:
                 raise CommandError(f"{cmd.stream}/{cmd.key} has no stored samples to train on")
-            model = build_model(pipeline.streams[cmd.stream].model)
-            for x, y in rows:
-                model.learn_one(x, y)
-            blob = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
-            pipeline.promote(cmd.stream, cmd.key, model, blob, version, "manual", out)
+            events = pipeline.start_challenger(sk, request, rows, out)
+            if any(e.kind == "promotion" for e in events):
+                return (
+                    f"version {learner.model_version} is the champion: a fresh model trained "
+                    f"on the newest {len(rows)} samples (policy reset)"
+                )
             return (
-                f"version {version} is the champion: a fresh model trained on the newest "
-                f"{len(rows)} samples"
+                f"a challenger trained on the newest {len(rows)} samples is in its grace "
+                f"period: it becomes the champion only if its error is reliably lower within "
+                f"{learner.stream.retrain.grace} samples (see `edgeml events --kind promotion`)"
             )
         if cmd.kind == "rollback":
             to = int(cmd.args["to"])
@@ -327,7 +375,7 @@ class Daemon:
             model = pickle.loads(blob)
         except Exception as exc:  # a model that does not unpickle is refused, whatever the cause
             raise CommandError(f"the model does not load: {type(exc).__name__}: {exc}") from exc
-        pipeline.promote(cmd.stream, cmd.key, model, blob, version, reason, out)
+        pipeline.promote(cmd.stream, cmd.key, model, version, reason, out)
         if reason == "rollback":
             return f"version {version} is the champion: the model of version {to}"
         return f"version {version} is the champion: the imported model"

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from edgeml.config import StreamConfig
-from edgeml.records import Reject, RejectReason, Sample
+from edgeml.records import Label, Reject, RejectReason, Sample
 
 __all__ = ["DEFAULT_KEY", "MAX_ABS_VALUE", "MAX_AUTO_FEATURES", "Decoder", "parse", "topic_matches"]
 
@@ -24,6 +24,7 @@ MAX_ABS_VALUE = 1e15
 # Epoch numbers above this are milliseconds (1e11 s is the year 5138; 1e11 ms is 1973).
 _MS_THRESHOLD = 1e11
 _MAX_TS = 1e10  # the year 2286: anything later is a broken clock, not a reading time
+_MAX_LABEL = 64
 _KEY_OK = re.compile(r"^[^/+#\x00-\x1f]{1,64}$")
 
 
@@ -124,7 +125,9 @@ class Decoder:
         self.stream = stream
         self.name = stream.name
         self.max_payload_bytes = max_payload_bytes
-        self._excluded = {p for p in (stream.target, stream.key_field, stream.timestamp) if p}
+        self._excluded = set(stream.excluded)
+        self._numeric_target = stream.task in ("regression", "forecast")
+        self._binary = stream.model == "logistic"
 
     def matches(self, topic: str) -> bool:
         return topic_matches(self.stream.topic, topic)
@@ -143,12 +146,27 @@ class Decoder:
         key = self._key(topic, value)
         if isinstance(key, Reject):
             return key
-        target = _get(value, s.target)
-        if target is _MISSING or target is None:
-            return self._reject(RejectReason.MISSING_TARGET, s.target)
-        y = _number(target)
-        if isinstance(y, RejectReason):
-            return self._reject(y, s.target)
+        y: float | None = None
+        label: Label | None = None
+        if self._numeric_target:
+            assert s.target is not None  # the config requires it for these tasks
+            target = _get(value, s.target)
+            if target is _MISSING or target is None:
+                return self._reject(RejectReason.MISSING_TARGET, s.target)
+            number = _number(target)
+            if isinstance(number, RejectReason):
+                return self._reject(number, s.target)
+            y = number
+        else:
+            # A classifier's label and an anomaly stream's ground truth may be absent: the
+            # reading is still predicted (scored), and learned from as far as it can be.
+            field = s.target if s.task == "classification" else s.label
+            raw = _MISSING if field is None else _get(value, field)
+            if raw is not _MISSING and raw is not None:
+                checked = self._label(raw)
+                if isinstance(checked, Reject):
+                    return checked
+                label = checked
         ts = arrival
         if s.timestamp is not None:
             raw_ts = _get(value, s.timestamp)
@@ -173,12 +191,34 @@ class Decoder:
                 if isinstance(v, RejectReason):
                     return self._reject(v, path)
                 x[path] = v
-        return Sample(s.name, key, ts, x, y)
+        return Sample(s.name, key, ts, x, y, label)
+
+    def _label(self, raw: Any) -> Label | Reject:
+        """true/false, an integer or a short string; binary (0/1 is bool) where it must be."""
+        field = self.stream.target or self.stream.label or ""
+        if self.stream.task == "anomaly" or self._binary:
+            if isinstance(raw, bool) or (isinstance(raw, int) and raw in (0, 1)):
+                return bool(raw)
+            why = "not true/false or 0/1"
+        elif (
+            isinstance(raw, bool)
+            or (isinstance(raw, int) and abs(raw) <= MAX_ABS_VALUE)
+            or (isinstance(raw, str) and 0 < len(raw) <= _MAX_LABEL)
+        ):
+            return raw
+        else:
+            why = "not a bool, an integer or a short string"
+        return self._reject(RejectReason.BAD_LABEL, f"{field}={raw!r}"[:60] + f": {why}")
 
     def _bare(self, topic: str, value: Any, arrival: float) -> Sample | Reject:
         """A bare number (`21.5`, `true`) is the target of a stream that has no features."""
         s = self.stream
-        if not isinstance(value, int | float) or s.features or s.key_field:
+        if (
+            not isinstance(value, int | float)
+            or s.features
+            or s.key_field
+            or not self._numeric_target
+        ):
             return self._reject(RejectReason.NOT_OBJECT, type(value).__name__)
         y = _number(value)
         if isinstance(y, RejectReason):

@@ -23,8 +23,8 @@ from edgeml.ingest import Delivery
 from edgeml.learn import Learner, snapshot
 from edgeml.logs import RateLimitedLog
 from edgeml.publish import drift_message, event_message, prediction_message
-from edgeml.records import Outcome, Reject, Sample
-from edgeml.store import Batch, Snapshot
+from edgeml.records import ModelEvent, Outcome, Reject, Request, Sample
+from edgeml.store import Batch, Row, Snapshot
 
 __all__ = ["NeedsLearner", "Outgoing", "Pipeline", "delivery_hash"]
 
@@ -82,6 +82,9 @@ class Pipeline:
         self.unmatched = 0
         self.dirty: set[tuple[str, str]] = set()
         self.unsnapped: set[tuple[str, str]] = set()  # learned since their last snapshot
+        # What learners asked for that only the store has (warm-start samples, an old
+        # version); the daemon answers each before the next message is handled.
+        self.requests: list[tuple[tuple[str, str], Request]] = []
         self._topic_prefix = f"{cfg.mqtt.topic_prefix}/{cfg.node.id}"
         self._warn = RateLimitedLog(log)
 
@@ -94,14 +97,17 @@ class Pipeline:
         self.parked.pop(sk, None)
         self.dirty.add(sk)
 
-    def replay(
-        self, seq: int, stream: str, key: str, ts: float, x: dict[str, float], y: float
-    ) -> None:
-        """Learn a stored sample again (after a restart); nothing is written or published.
+    def replay(self, stream: str, key: str, row: Row) -> None:
+        """Learn a stored sample again (after a restart); nothing is written or published:
+        what it caused (events, promotions) was committed with it the first time.
 
         The stream/key must be live (restored) already: replay never starts a fresh model.
+        A request it makes again is queued in `requests`, to be answered before the next.
         """
-        self.learners[(stream, key)].process(Sample(stream, key, ts, x, y), seq)
+        seq, ts, x, y, label = row
+        outcome = self.learners[(stream, key)].process(Sample(stream, key, ts, x, y, label), seq)
+        if outcome.request is not None:
+            self.requests.append(((stream, key), outcome.request))
         self.dirty.add((stream, key))
         self.unsnapped.add((stream, key))
 
@@ -192,13 +198,15 @@ class Pipeline:
         self, sample: Sample, d: Delivery, fingerprint: int | None, out: list[Outgoing]
     ) -> None:
         stream = self.streams[sample.stream]
+        sk = (sample.stream, sample.key)
         learner = self._learner(sample.stream, sample.key)
         seq = self.next_seq
         self.next_seq += 1
         outcome = learner.process(sample, seq)
         self.learned += 1
-        sid = self.series[(sample.stream, sample.key)]
+        sid = self.series[sk]
         b = self.batch
+        label = None if sample.label is None else _compact(sample.label)
         b.samples.append(
             (
                 seq,
@@ -208,22 +216,26 @@ class Pipeline:
                 sample.y,
                 d.mid if d.qos else None,
                 fingerprint,
+                label,
             )
         )
-        b.predictions.append((seq, outcome.y_pred, outcome.error, outcome.model_version))
-        self.dirty.add((sample.stream, sample.key))
-        self.unsnapped.add((sample.stream, sample.key))
-        if stream.publish == "all":
+        if outcome.y_pred is not None:
+            b.predictions.append(
+                (
+                    seq,
+                    outcome.y_pred,
+                    outcome.error,
+                    outcome.model_version,
+                    None if outcome.label is None else _compact(outcome.label),
+                    None if outcome.flag is None else int(outcome.flag),
+                )
+            )
+        self.dirty.add(sk)
+        self.unsnapped.add(sk)
+        if stream.publish == "all" and outcome.y_pred is not None:
             out.append((self._topic(sample.stream, sample.key), prediction_message(outcome), 0))
-        self._events(outcome, out)
-
-    def _events(self, outcome: Outcome, out: list[Outgoing]) -> None:
-        s = outcome.sample
-        if outcome.reset:
-            fields = {"stream": s.stream, "key": s.key, "seq": outcome.seq, "ts": s.ts,
-                      "model_version": outcome.model_version}  # fmt: skip
-            self._event("model_reset", fields, out)
-            log.warning("model_reset", reason="non-finite prediction", **fields)
+        if outcome.alert and stream.publish != "none":
+            self._alert(outcome, out)
         if outcome.drift is not None:
             ev = asdict(outcome.drift)
             self.batch.events.append(
@@ -231,6 +243,52 @@ class Pipeline:
             )
             out.append((self.cfg.events_topic, drift_message(outcome.drift), 1))
             log.info("drift_detected", model_version=outcome.model_version, **ev)
+        for event in outcome.events:
+            self._model_event(learner, event, out)
+        if outcome.request is not None:
+            self.requests.append((sk, outcome.request))
+
+    def _alert(self, outcome: Outcome, out: list[Outgoing]) -> None:
+        s = outcome.sample
+        fields = {"stream": s.stream, "key": s.key, "seq": outcome.seq, "ts": s.ts,
+                  "score": outcome.y_pred, "x": s.x,
+                  "model_version": outcome.model_version}  # fmt: skip
+        self.batch.events.append(
+            (s.ts, "anomaly", s.stream, s.key, outcome.seq, json.dumps(fields))
+        )
+        topic = f"{self._topic_prefix}/{s.stream}/{s.key}/anomaly"
+        out.append((topic, event_message("anomaly", fields), 1))
+        log.info("anomaly", **fields)
+
+    def _model_event(self, lr: Learner, ev: ModelEvent, out: list[Outgoing]) -> None:
+        """Record and publish what happened to a model; a promotion also makes a version."""
+        fields = {"stream": ev.stream, "key": ev.key, "seq": ev.seq, "ts": ev.ts, **ev.data}
+        self._event(ev.kind, fields, out)
+        level = log.warning if ev.kind == "guard" else log.info
+        level(f"model_{ev.kind}", **fields)
+        if ev.kind == "promotion":
+            data = ev.data
+            self._archive(lr, ev.retired, data["reason"], data["parent"], data.get("drift_seq"))
+
+    def _archive(
+        self, lr: Learner, retired: Any, reason: str, parent: int, drift_seq: int | None
+    ) -> None:
+        """The registry rows of a new champion (the retired one's final state, the new
+        version) and a snapshot of the learner in the same batch.
+        """
+        sk = (lr.stream.name, lr.key)
+        sid = self.series[sk]
+        self.batch.retired.append(
+            (pickle.dumps(retired, protocol=pickle.HIGHEST_PROTOCOL), sid, parent)
+        )
+        self.batch.versions.append(
+            (sid, lr.model_version, time.time(), reason, parent, json.dumps(lr.metrics()),
+             snapshot.RIVER_VERSION, pickle.dumps(lr.model, protocol=pickle.HIGHEST_PROTOCOL),
+             drift_seq)
+        )  # fmt: skip
+        self.dirty.add(sk)
+        self.unsnapped.add(sk)
+        self.add_snapshots(reason, only=sk)
 
     def _event(self, kind: str, fields: dict[str, Any], out: list[Outgoing]) -> None:
         self.batch.events.append(
@@ -257,7 +315,7 @@ class Pipeline:
             self.batch.series.append((sid, stream, key, self.streams[stream].task, time.time()))
             self.batch.versions.append(
                 (sid, 1, time.time(), "initial", None, "{}", snapshot.RIVER_VERSION,
-                 pickle.dumps(learner.model, protocol=pickle.HIGHEST_PROTOCOL))
+                 pickle.dumps(learner.model, protocol=pickle.HIGHEST_PROTOCOL), None)
             )  # fmt: skip
             log.info("series_created", stream=stream, key=key)
         return learner
@@ -284,6 +342,7 @@ class Pipeline:
             json.dumps(lr.metrics()),
             lr.drifts,
             now,
+            None if lr.challenger is None else json.dumps(lr.grace()),
         )
 
     def _snapshot(self, sk: tuple[str, str], lr: Learner, reason: str) -> Snapshot:
@@ -298,36 +357,38 @@ class Pipeline:
         )
 
     def promote(
-        self,
-        stream: str,
-        key: str,
-        model: Any,
-        blob: bytes,
-        version: int,
-        reason: str,
-        out: list[Outgoing],
+        self, stream: str, key: str, model: Any, version: int, reason: str, out: list[Outgoing]
     ) -> None:
-        """Make `model` (pickled as `blob`) the champion of stream/key as a new version."""
+        """Make `model` the champion of stream/key as a new version (rollback, import, the
+        guard's restore of the last good version).
+        """
         sk = (stream, key)
         lr = self.learners[sk]
-        sid = self.series[sk]
-        now = time.time()
-        parent = lr.model_version
-        self.batch.retired.append(
-            (pickle.dumps(lr.model, protocol=pickle.HIGHEST_PROTOCOL), sid, parent)
-        )
+        parent, retired = lr.model_version, lr.model
         lr.replace_model(model, version)
-        metrics = json.dumps(lr.metrics())
-        self.batch.versions.append(
-            (sid, version, now, reason, parent, metrics, snapshot.RIVER_VERSION, blob)
-        )
-        fields = {"stream": stream, "key": key, "seq": None, "ts": now, "version": version,
-                  "parent": parent, "reason": reason}  # fmt: skip
-        self._event(reason, fields, out)
+        fields = {"stream": stream, "key": key, "seq": lr.last_seq, "ts": time.time(),
+                  "version": version, "parent": parent, "reason": reason}  # fmt: skip
+        self._event(reason if reason in ("rollback", "import") else "promotion", fields, out)
         log.info("model_promoted", **fields)
+        self._archive(lr, retired, reason, parent, None)
+
+    def start_challenger(
+        self, sk: tuple[str, str], request: Request, rows: list[Row], out: list[Outgoing] | None
+    ) -> list[ModelEvent]:
+        """Answer a challenger request with the samples the store returned; `out` None: a
+        replay (what this causes was recorded the first time).
+        """
+        lr = self.learners[sk]
+        samples = [Sample(sk[0], sk[1], ts, x, y, label) for _, ts, x, y, label in rows]
+        events = lr.start_challenger(request, samples)
+        if out is not None:
+            for event in events:
+                self._model_event(lr, event, out)
+            # A checkpoint with the challenger in it: a manual retrain is not in the log.
+            self.unsnapped.add(sk)
+            self.add_snapshots(request.reason, only=sk)
         self.dirty.add(sk)
-        self.unsnapped.add(sk)
-        self.add_snapshots(reason, only=sk)
+        return events
 
     def add_snapshots(self, reason: str, only: tuple[str, str] | None = None) -> int:
         """Snapshot every learner that learned since its last snapshot; how many were taken.

@@ -10,22 +10,41 @@ from edgeml.records import DriftEvent, Outcome
 
 __all__ = ["drift_message", "event_message", "prediction_message"]
 
+_compact = json.JSONEncoder(separators=(",", ":")).encode
+
 
 def prediction_message(outcome: Outcome) -> bytes:
-    """`{"ts", "y", "y_pred", "error", "model_version"}` as compact JSON.
+    """The prediction of one reading as compact JSON; its fields depend on the task:
 
-    Formatted by hand: this runs once per reading, and every number in it is finite (the
-    decoder and the learner guarantee it), so a float's repr is valid JSON.
+    - regression: `{"ts", "y", "y_pred", "error", "model_version"}`
+    - forecast: the same plus `"forecast"`, the next `horizon` values
+    - classification: `{"ts", "label", "probability", "y", "model_version"}` (`y`: the true
+      label when the reading carried one, else null)
+    - anomaly: `{"ts", "score", "anomaly", "model_version"}`
+
+    A regression prediction is formatted by hand: this runs once per reading, and every
+    number in it is finite (the decoder and the learner guarantee it), so a float's repr is
+    valid JSON.
     """
     s = outcome.sample
-    return (
-        f'{{"ts":{s.ts!r},"y":{s.y!r},"y_pred":{outcome.y_pred!r},'
-        f'"error":{outcome.error!r},"model_version":{outcome.model_version}}}'
-    ).encode()
+    if outcome.label is None and outcome.flag is None and not outcome.forecast:
+        return (
+            f'{{"ts":{s.ts!r},"y":{s.y!r},"y_pred":{outcome.y_pred!r},'
+            f'"error":{outcome.error!r},"model_version":{outcome.model_version}}}'
+        ).encode()
+    doc: dict[str, Any] = {"ts": s.ts}
+    if outcome.flag is not None:
+        doc.update(score=outcome.y_pred, anomaly=outcome.flag)
+    elif outcome.label is not None:
+        doc.update(label=outcome.label, probability=outcome.y_pred, y=s.label)
+    else:
+        doc.update(y=s.y, y_pred=outcome.y_pred, error=outcome.error, forecast=outcome.forecast)
+    doc["model_version"] = outcome.model_version
+    return _compact(doc).encode()
 
 
 def event_message(kind: str, fields: dict[str, Any]) -> bytes:
-    return json.dumps({"event": kind, **fields}, separators=(",", ":")).encode()
+    return _compact({"event": kind, **fields}).encode()
 
 
 def drift_message(event: DriftEvent) -> bytes:

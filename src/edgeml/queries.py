@@ -131,7 +131,8 @@ def read_status(path: Path, now: float | None = None) -> dict[str, Any]:
 
 
 # `edgeml events --kind promotion` means every kind that makes a new model version.
-PROMOTIONS = ("import", "rollback", "manual")
+# Every kind of event that makes a new version.
+PROMOTIONS = ("promotion", "import", "rollback")
 
 
 def read_events(

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any, Literal
 
-__all__ = ["DriftEvent", "Outcome", "Reject", "RejectReason", "Sample"]
+__all__ = [
+    "DriftEvent",
+    "Label",
+    "ModelEvent",
+    "Outcome",
+    "Reject",
+    "RejectReason",
+    "Request",
+    "Sample",
+]
 
 
 class RejectReason(StrEnum):
@@ -23,17 +33,27 @@ class RejectReason(StrEnum):
     OUT_OF_RANGE = "out_of_range"
     BAD_TIMESTAMP = "bad_timestamp"
     BAD_KEY = "bad_key"
+    BAD_LABEL = "bad_label"
+
+
+# A class label, or an anomaly stream's ground-truth flag.
+Label = bool | int | str
 
 
 @dataclass(frozen=True, slots=True)
 class Sample:
-    """One decoded reading of one stream: features, target, device key and time (epoch s)."""
+    """One decoded reading of one stream: features, target, device key and time (epoch s).
+
+    `y` is the numeric target (regression, forecast); `label` the class (classification) or
+    the ground-truth anomaly flag (anomaly), None when the payload did not carry it.
+    """
 
     stream: str
     key: str
     ts: float
     x: dict[str, float]
-    y: float
+    y: float | None = None
+    label: Label | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,14 +79,56 @@ class DriftEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class ModelEvent:
+    """Something that happened to a stream/key's model, with the figures behind it.
+
+    kind: `retrain` (a challenger starts its grace period), `promotion`, `challenger_dropped`
+    or `guard` (a non-finite prediction; the last good version is wanted back).
+    """
+
+    kind: str
+    stream: str
+    key: str
+    ts: float
+    seq: int
+    data: dict[str, Any] = field(default_factory=dict)
+    # promotion: the model that stopped being champion (the pipeline archives its state).
+    retired: Any = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """The learner needs data only the store has before it can go on.
+
+    `challenger`: a fresh model warm-started on the newest `samples` of the log up to `seq`;
+    `restore`: the stored model of version `version` (the last good one).
+    """
+
+    kind: Literal["challenger", "restore"]
+    reason: str  # drift, schedule, manual, guard
+    seq: int
+    samples: int = 0
+    version: int = 0
+    drift: DriftEvent | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """The result of test-then-train on one sample."""
 
     sample: Sample
     seq: int
-    y_pred: float
-    error: float
+    # regression/forecast: the value; classification: the probability of `label`; anomaly:
+    # the score. None when the model could not predict (a forecast's first readings, a
+    # classifier that has seen no label, a diverged model).
+    y_pred: float | None
+    # The loss ADWIN watched: absolute error, 0/1, or the anomaly score; None without a label.
+    error: float | None
     model_version: int
+    label: Label | None = None  # classification: the predicted class
+    flag: bool | None = None  # anomaly: above the threshold (after the warm-up)
+    alert: bool = False  # anomaly: flagged and the key's alert cooldown has passed
+    forecast: tuple[float, ...] = ()  # forecast: the next `horizon` values
     drift: DriftEvent | None = None
-    # The model had diverged (a non-finite prediction) and was replaced by a fresh one.
-    reset: bool = False
+    events: tuple[ModelEvent, ...] = ()
+    request: Request | None = None

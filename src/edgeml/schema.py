@@ -123,6 +123,14 @@ _MIGRATIONS: list[str] = [
         applied REAL
     );
     """,
+    """
+    -- Learning engine: class labels and anomaly ground truth (JSON), predicted classes and
+    -- anomaly flags, and the challenger in its grace period per stream/key.
+    ALTER TABLE samples ADD COLUMN label TEXT;
+    ALTER TABLE predictions ADD COLUMN label TEXT;
+    ALTER TABLE predictions ADD COLUMN flag INTEGER;
+    ALTER TABLE summary ADD COLUMN challenger TEXT;
+    """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 

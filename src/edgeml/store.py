@@ -16,7 +16,7 @@ import aiosqlite
 from edgeml.errors import StoreError
 from edgeml.schema import migrate
 
-__all__ = ["Batch", "Command", "Heartbeat", "Snapshot", "Store", "StoredSnapshot"]
+__all__ = ["Batch", "Command", "Heartbeat", "Row", "Snapshot", "Store", "StoredSnapshot"]
 
 # How many recent deliveries are remembered for redelivery detection: MQTT packet ids are
 # 16-bit, so the broker cannot reuse one within the last 65,535 deliveries.
@@ -90,7 +90,8 @@ class Batch:
     summary: list[tuple[Any, ...]] = field(default_factory=list)
     snapshots: list[Snapshot] = field(default_factory=list)
     # Registry rows: new versions (series, version, created, reason, parent, metrics, river,
-    # blob), final states of retired versions (blob, series, version), command results.
+    # blob, seq of the drift that caused it or None), final states of retired versions
+    # (blob, series, version), command results.
     versions: list[tuple[Any, ...]] = field(default_factory=list)
     retired: list[tuple[Any, ...]] = field(default_factory=list)
     command_results: list[tuple[Any, ...]] = field(default_factory=list)
@@ -113,9 +114,26 @@ class Batch:
             or self.samples
             or self.events
             or self.summary
+            or self.snapshots
+            or self.versions
+            or self.command_results
             or self.acks
             or self.heartbeat
         )
+
+
+# A stored sample: seq, ts, x, y (None for labels-only tasks), label (None when absent).
+Row = tuple[int, float, dict[str, float], float | None, Any]
+
+
+def _row(r: Any) -> Row:
+    return (
+        int(r[0]),
+        float(r[1]),
+        json.loads(r[2]),
+        None if r[3] is None else float(r[3]),
+        None if r[4] is None else json.loads(r[4]),
+    )
 
 
 class Store:
@@ -217,22 +235,22 @@ class Store:
             row = await cur.fetchone()
         return bytes(row[0]) if row else b""
 
-    async def recent_samples(self, series: int, limit: int) -> list[tuple[dict[str, float], float]]:
-        """The newest `limit` samples of a series, oldest first: (x, y)."""
+    async def recent_samples(self, series: int, limit: int, upto: int | None = None) -> list[Row]:
+        """The newest `limit` samples of a series up to seq `upto`, oldest first."""
         rows = await self._db.execute_fetchall(
-            "SELECT x, y FROM samples WHERE series = ? ORDER BY seq DESC LIMIT ?", (series, limit)
+            "SELECT seq, ts, x, y, label FROM samples WHERE series = ? AND seq <= ?"
+            " ORDER BY seq DESC LIMIT ?",
+            (series, 2**62 if upto is None else upto, limit),
         )
-        return [(json.loads(r[0]), float(r[1])) for r in reversed(list(rows))]
+        return [_row(r) for r in reversed(list(rows))]
 
-    async def replay_series(
-        self, series: int, after: int
-    ) -> list[tuple[int, float, dict[str, float], float]]:
-        """One series' samples after `after`: seq, ts, x, y (a rowid range scan from `after`)."""
+    async def replay_series(self, series: int, after: int) -> list[Row]:
+        """One series' samples after `after` (a rowid range scan from `after`)."""
         rows = await self._db.execute_fetchall(
-            "SELECT seq, ts, x, y FROM samples WHERE seq > ? AND series = ? ORDER BY seq",
+            "SELECT seq, ts, x, y, label FROM samples WHERE seq > ? AND series = ? ORDER BY seq",
             (after, series),
         )
-        return [(int(r[0]), float(r[1]), json.loads(r[2]), float(r[3])) for r in rows]
+        return [_row(r) for r in rows]
 
     async def pending_commands(self) -> list[Command]:
         rows = await self._db.execute_fetchall(
@@ -258,9 +276,9 @@ class Store:
 
     async def replay(
         self, after: dict[int, int], chunk: int = 5000
-    ) -> AsyncIterator[tuple[int, str, str, float, dict[str, float], float]]:
+    ) -> AsyncIterator[tuple[str, str, Row]]:
         """The samples of the series in `after` that follow `after[series]` (what the series'
-        snapshot has learned), in learning order: seq, stream, key, ts, x, y.
+        snapshot has learned), in learning order: stream, key and the row.
         """
         if not after:
             return
@@ -272,16 +290,18 @@ class Store:
         while True:
             rows = list(
                 await self._db.execute_fetchall(
-                    "SELECT seq, series, ts, x, y FROM samples WHERE seq > ? ORDER BY seq LIMIT ?",
+                    "SELECT seq, ts, x, y, label, series FROM samples WHERE seq > ?"
+                    " ORDER BY seq LIMIT ?",
                     (last, chunk),
                 )
             )
             if not rows:
                 return
-            for seq, series, ts, x, y in rows:
-                if series in after and seq > after[series]:
+            for r in rows:
+                series = r[5]
+                if series in after and r[0] > after[series]:
                     stream, key = names[series]
-                    yield int(seq), stream, key, float(ts), json.loads(x), float(y)
+                    yield stream, key, _row(r)
             last = int(rows[-1][0])
 
     # -- writing --------------------------------------------------------------------
@@ -297,12 +317,14 @@ class Store:
                 )
             if batch.samples:
                 await db.executemany(
-                    "INSERT INTO samples(seq, series, ts, x, y, mid, hash) VALUES (?,?,?,?,?,?,?)",
+                    "INSERT INTO samples(seq, series, ts, x, y, mid, hash, label)"
+                    " VALUES (?,?,?,?,?,?,?,?)",
                     batch.samples,
                 )
             if batch.predictions:
                 await db.executemany(
-                    "INSERT INTO predictions(seq, y_pred, error, model_version) VALUES (?,?,?,?)",
+                    "INSERT INTO predictions(seq, y_pred, error, model_version, label, flag)"
+                    " VALUES (?,?,?,?,?,?)",
                     batch.predictions,
                 )
             if batch.events:
@@ -313,17 +335,21 @@ class Store:
             if batch.summary:
                 await db.executemany(
                     "INSERT OR REPLACE INTO summary(series, samples, last_seen, model_version,"
-                    " metrics, drifts, updated) VALUES (?,?,?,?,?,?,?)",
+                    " metrics, drifts, updated, challenger) VALUES (?,?,?,?,?,?,?,?)",
                     batch.summary,
                 )
             if batch.snapshots:
                 await self._snapshots(batch.snapshots)
             if batch.versions:
+                # OR IGNORE: a replay from an older snapshot (a fallback) makes the same
+                # promotion again. `event` is the drift that caused it, found by its seq.
                 await db.executemany(
-                    "INSERT INTO models(series, version, created, reason, parent, metrics, river,"
-                    " size, sha256, blob) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    "INSERT OR IGNORE INTO models(series, version, created, reason, parent,"
+                    " metrics, river, size, sha256, blob, event) VALUES (?,?,?,?,?,?,?,?,?,?,"
+                    " (SELECT MAX(id) FROM events WHERE kind = 'drift' AND seq = ?"
+                    "  AND stream = (SELECT stream FROM series WHERE id = ?)))",
                     [
-                        (*v[:7], len(v[7]), hashlib.sha256(v[7]).hexdigest(), v[7])
+                        (*v[:7], len(v[7]), hashlib.sha256(v[7]).hexdigest(), v[7], v[8], v[0])
                         for v in batch.versions
                     ],
                 )

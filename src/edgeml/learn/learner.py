@@ -1,62 +1,80 @@
-"""One stream/key: test-then-train, cumulative and rolling metrics, ADWIN drift detection."""
+"""One stream/key: test-then-train, metrics, ADWIN drift detection, challenger retraining."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
-from river import drift, metrics, utils
+from river import drift
 
 from edgeml.config import StreamConfig
+from edgeml.learn.challenger import Challenger
 from edgeml.learn.presets import build_model
-from edgeml.records import DriftEvent, Outcome, Sample
+from edgeml.learn.tasks import Prediction, Task, make_task
+from edgeml.records import DriftEvent, ModelEvent, Outcome, Request, Sample
 
 __all__ = ["Learner"]
 
+# A warm start takes at least this many samples: right after a detection ADWIN's window
+# can be a handful, too few to fit anything.
+WARM_MIN = 50
+
 
 class Learner:
-    """Owns the model of one stream/key and everything measured about it."""
+    """Owns the models of one stream/key (champion, challenger) and what is measured about them.
+
+    Pure and deterministic: the same samples in the same order, with the same answers to its
+    requests, give the same models. That is what lets a restart replay the log.
+    """
 
     def __init__(self, stream: StreamConfig, key: str) -> None:
         self.stream = stream
         self.key = key
-        self.model: Any = build_model(stream.model)
+        self.task: Task = make_task(stream)
+        self.model: Any = build_model(stream)
         self.model_version = 1
-        self.mae = metrics.MAE()
-        self.rmse = metrics.RMSE()
-        self.rolling_mae: Any = utils.Rolling(metrics.MAE, window_size=stream.rolling_window)
+        self.latest_version = 1  # the highest version this series has had
         self.adwin = drift.ADWIN(delta=stream.drift.delta)
+        self.watched = 0  # losses seen since the champion took over (drift warm-up)
+        self.challenger: Challenger | None = None
         self.samples = 0
         self.drifts = 0
-        self.resets = 0
         self.last_seen = 0.0
         self.last_seq = 0  # the newest sample this learner has learned
+        self.next_scheduled: float | None = None  # sample time of the next scheduled retrain
 
-    # Everything a snapshot holds: the model and what was measured about it.
+    # Everything a snapshot holds: the models and what was measured about them.
     _STATE = (
+        "task",
         "model",
         "model_version",
-        "mae",
-        "rmse",
-        "rolling_mae",
+        "latest_version",
         "adwin",
+        "watched",
+        "challenger",
         "samples",
         "drifts",
-        "resets",
         "last_seen",
         "last_seq",
+        "next_scheduled",
     )
 
     def state(self) -> dict[str, Any]:
         """The learner's state, for a snapshot (the config it runs under is not part of it)."""
-        return {"preset": self.stream.model, **{name: getattr(self, name) for name in self._STATE}}
+        return {
+            "preset": self.stream.model,
+            "task_name": self.stream.task,
+            **{name: getattr(self, name) for name in self._STATE},
+        }
 
     @classmethod
     def from_state(cls, stream: StreamConfig, key: str, state: dict[str, Any]) -> Learner:
         """A learner restored from `state()`; ValueError if the state does not fit the stream."""
-        if state.get("preset") != stream.model:
+        if (state.get("preset"), state.get("task_name")) != (stream.model, stream.task):
             raise ValueError(
-                f"snapshot is of preset {state.get('preset')!r}, the stream uses {stream.model!r}"
+                f"snapshot is of preset {state.get('preset')!r} for {state.get('task_name')}, "
+                f"the stream uses {stream.model!r} for {stream.task}"
             )
         missing = [name for name in cls._STATE if name not in state]
         if missing:
@@ -77,56 +95,174 @@ class Learner:
         if self.adwin.delta != stream.drift.delta:
             self.adwin = self.adwin.clone({"delta": stream.drift.delta})
 
+    # -- test-then-train ----------------------------------------------------------------
+
     def process(self, sample: Sample, seq: int) -> Outcome:
-        """Predict, score, learn; the prediction is always finite."""
-        y_pred = float(self.model.predict_one(sample.x))
-        reset = not math.isfinite(y_pred)
-        if reset:
-            # A model can still diverge on finite but extreme inputs; start it afresh rather
-            # than publish or learn from a non-finite number.
-            self.model = build_model(self.stream.model)
-            self.resets += 1
-            y_pred = float(self.model.predict_one(sample.x))
-        error = abs(sample.y - y_pred)
-        self.mae.update(sample.y, y_pred)
-        self.rmse.update(sample.y, y_pred)
-        self.rolling_mae.update(sample.y, y_pred)
-        self.model.learn_one(sample.x, sample.y)
+        """Predict, score, learn, watch for drift, judge the challenger."""
+        task = self.task
+        x = task.inputs(sample)
+        p = task.predict(self.model, x) if x is not None else Prediction(None)
         self.samples += 1
         self.last_seen = sample.ts
         self.last_seq = seq
-        event = None
-        if math.isfinite(error):
-            before = self.adwin.estimation
-            self.adwin.update(error)
-            # River's ADWIN resets its own counter on the update after a detection, so the
-            # detections are counted here. ADWIN also fires when the error falls (a model
-            # converging after a start or a change); only a rise in error is a drift.
-            if self.adwin.drift_detected and self.adwin.estimation > before:
-                self.drifts += 1
-                event = DriftEvent(
-                    stream=sample.stream,
-                    key=sample.key,
-                    ts=sample.ts,
-                    seq=seq,
-                    detections=self.drifts,
-                    width=int(self.adwin.width),
-                    mean_error=float(self.adwin.estimation),
-                )
-        return Outcome(sample, seq, y_pred, error, self.model_version, event, reset)
+        if p.value is not None and not math.isfinite(p.value):
+            return self._diverged(sample, seq)
+        loss = task.loss(p, sample)
+        task.score(p, sample)
+        alert = task.alert(p, sample)
+        events: list[ModelEvent] = []
+        ch = self.challenger
+        if ch is not None and x is not None:
+            ch_loss = task.loss(task.predict(ch.model, x), sample)
+            if loss is not None and ch_loss is not None and math.isfinite(ch_loss):
+                ch.observe(loss, ch_loss)
+            task.learn(ch.model, x, sample)
+        if x is not None:
+            task.learn(self.model, x, sample)
+        task.observe(sample)
+        forecast = task.forecast(self.model, sample)
+        detected = self._watch(sample, seq, loss)
+        request = None
+        if ch is not None:
+            verdict = ch.verdict(self.stream.retrain.grace)
+            if verdict == "promote":
+                events.append(self._promote(ch.model, sample.ts, seq, ch.figures()))
+            elif verdict == "drop":
+                self.challenger = None
+                events.append(self._event("challenger_dropped", sample.ts, seq, ch.figures()))
+        elif detected is not None and self.stream.retrain.policy != "none":
+            width = detected.width
+            request = Request("challenger", "drift", seq, self._warm_start(width), drift=detected)
+        if request is None and self.challenger is None and self._scheduled(sample.ts):
+            request = Request("challenger", "schedule", seq, self.stream.retrain.max_warm_start)
+        return Outcome(
+            sample,
+            seq,
+            p.value,
+            loss,
+            self.model_version,
+            label=p.label,
+            flag=p.flag,
+            alert=alert,
+            forecast=forecast,
+            drift=detected,
+            events=tuple(events),
+            request=request,
+        )
+
+    def _watch(self, sample: Sample, seq: int, loss: float | None) -> DriftEvent | None:
+        """Feed ADWIN the champion's loss once it is past its warm-up; a rising error is drift."""
+        if loss is None or not math.isfinite(loss):
+            return None
+        self.watched += 1
+        if self.watched <= self.stream.drift.warmup:
+            return None
+        before = self.adwin.estimation
+        self.adwin.update(loss)
+        # River's ADWIN resets its own counter on the update after a detection, so the
+        # detections are counted here. ADWIN also fires when the error falls (a model
+        # converging); only a rise in error is a drift.
+        if not (self.adwin.drift_detected and self.adwin.estimation > before):
+            return None
+        self.drifts += 1
+        return DriftEvent(
+            stream=sample.stream,
+            key=sample.key,
+            ts=sample.ts,
+            seq=seq,
+            detections=self.drifts,
+            width=int(self.adwin.width),
+            mean_error=float(self.adwin.estimation),
+        )
+
+    def _warm_start(self, width: int) -> int:
+        """As many samples as ADWIN's window says belong to the new regime, within bounds."""
+        return max(min(width, self.stream.retrain.max_warm_start), min(WARM_MIN, self.samples))
+
+    def _scheduled(self, ts: float) -> bool:
+        every = self.stream.retrain.every_s
+        if every is None:
+            return False
+        if self.next_scheduled is None:
+            self.next_scheduled = ts + every
+            return False
+        if ts < self.next_scheduled:
+            return False
+        self.next_scheduled = ts + every
+        return True
+
+    def _diverged(self, sample: Sample, seq: int) -> Outcome:
+        """A non-finite prediction: nothing is served or learned, the last good version is
+        asked for (the pipeline answers with `replace_model`).
+        """
+        self.challenger = None
+        data = {"version": self.model_version, "detail": "non-finite prediction"}
+        event = self._event("guard", sample.ts, seq, data)
+        request = Request("restore", "guard", seq, version=self.model_version)
+        return Outcome(
+            sample, seq, None, None, self.model_version, events=(event,), request=request
+        )
+
+    # -- model changes --------------------------------------------------------------------
+
+    def start_challenger(self, request: Request, samples: Sequence[Sample]) -> list[ModelEvent]:
+        """A fresh model of the preset, warm-started on `samples` (the newest of the log up to
+        `request.seq`, oldest first); it shadows the champion, or replaces it at once under
+        the `reset` policy.
+        """
+        model = build_model(self.stream)
+        self.task.train(model, samples)
+        drift_seq = request.drift.seq if request.drift else None
+        ts = self.last_seen
+        started = {
+            "trigger": request.reason,
+            "warm_start": len(samples),
+            "policy": self.stream.retrain.policy,
+            "grace": self.stream.retrain.grace,
+            "drift_seq": drift_seq,
+        }
+        events = [self._event("retrain", ts, request.seq, started)]
+        if self.stream.retrain.policy == "reset":
+            figures = {"trigger": request.reason, "warm_start": len(samples),
+                       "drift_seq": drift_seq}  # fmt: skip
+            events.append(self._promote(model, ts, request.seq, figures))
+        else:
+            self.challenger = Challenger(
+                model, request.reason, request.seq, len(samples), drift_seq
+            )
+        return events
+
+    def _promote(self, model: Any, ts: float, seq: int, figures: dict[str, Any]) -> ModelEvent:
+        parent = self.model_version
+        retired = self.model
+        self.replace_model(model, self.latest_version + 1)
+        data = {"version": self.model_version, "parent": parent, "reason": figures["trigger"],
+                **figures, "metrics": self.metrics()}  # fmt: skip
+        return ModelEvent("promotion", self.stream.name, self.key, ts, seq, data, retired)
 
     def replace_model(self, model: Any, version: int) -> None:
-        """A new champion (rollback, import): metrics go on, drift detection starts afresh."""
+        """A new champion (promotion, rollback, import): metrics go on, drift detection and
+        its warm-up start afresh, a running challenger is dropped.
+        """
         self.model = model
         self.model_version = version
+        self.latest_version = max(self.latest_version, version)
         self.adwin = drift.ADWIN(delta=self.stream.drift.delta)
+        self.watched = 0
+        self.challenger = None
+
+    def _event(self, kind: str, ts: float, seq: int, data: dict[str, Any]) -> ModelEvent:
+        return ModelEvent(kind, self.stream.name, self.key, ts, seq, data)
 
     def metrics(self) -> dict[str, float | None]:
-        """The status contract's metric keys; None until the first sample."""
-        if not self.samples:
-            return {"mae": None, "rmse": None, "rolling_mae": None}
-        return {
-            "mae": float(self.mae.get()),
-            "rmse": float(self.rmse.get()),
-            "rolling_mae": float(self.rolling_mae.get()),
-        }
+        """The status contract's metric keys for the task; None until they mean something."""
+        return self.task.metrics(self.samples)
+
+    def grace(self) -> dict[str, Any] | None:
+        """The challenger in its grace period, for `edgeml status`; None when there is none."""
+        ch = self.challenger
+        if ch is None:
+            return None
+        t = ch.t()
+        return {"since_seq": ch.seq, "samples": ch.n, "grace": self.stream.retrain.grace,
+                "trigger": ch.reason, "t": round(t, 2) if math.isfinite(t) else None}  # fmt: skip

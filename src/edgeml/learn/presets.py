@@ -1,21 +1,101 @@
-"""Preset name -> a fresh River pipeline."""
+"""Preset name + task + `[stream.params]` -> a fresh River pipeline.
+
+Every preset has a fixed seed where River draws random numbers, so a model rebuilt from the
+log (after a crash, or as a challenger) is the same model.
+"""
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from river import compose, linear_model, preprocessing
+from river import anomaly, compose, forest, linear_model, preprocessing, tree
 
-__all__ = ["PRESETS", "build_model"]
+from edgeml.config import Config, StreamConfig
+from edgeml.errors import ConfigError
 
-
-def _linear() -> Any:
-    return compose.Pipeline(preprocessing.StandardScaler(), linear_model.LinearRegression())
-
-
-PRESETS = {"linear": _linear}
+__all__ = ["build_model", "check_params", "estimator_of"]
 
 
-def build_model(preset: str) -> Any:
-    """A new, untrained model for a preset name (validated by the config already)."""
-    return PRESETS[preset]()
+@dataclass(frozen=True)
+class _Recipe:
+    estimator: type
+    defaults: dict[str, Any]
+    # Wraps the estimator in what it needs in front (scaling) and around it.
+    wrap: Callable[[Any, StreamConfig], Any]
+
+
+def _scaled(est: Any, _: StreamConfig) -> Any:
+    return compose.Pipeline(preprocessing.StandardScaler(), est)
+
+
+def _bare(est: Any, _: StreamConfig) -> Any:
+    return est
+
+
+def _halfspace(est: Any, stream: StreamConfig) -> Any:
+    # HalfSpaceTrees scores 0 for everything unless features are in [0, 1]; the quantile
+    # filter flags scores above the running quantile and keeps anomalies out of learning.
+    return anomaly.QuantileFilter(
+        compose.Pipeline(preprocessing.MinMaxScaler(), est), q=stream.anomaly.quantile
+    )
+
+
+# A forecaster predicts the change from the last value: on a smooth sensor series SGD on raw
+# lags diverges, and the naive "same as last" forecast is already hard to beat.
+_FORECAST_LINEAR = {"clip_gradient": 1.0}
+
+_RECIPES: dict[tuple[str, str], _Recipe] = {
+    ("linear", "regression"): _Recipe(linear_model.LinearRegression, {}, _scaled),
+    ("linear", "forecast"): _Recipe(linear_model.LinearRegression, _FORECAST_LINEAR, _scaled),
+    ("seasonal", "forecast"): _Recipe(linear_model.LinearRegression, _FORECAST_LINEAR, _scaled),
+    ("logistic", "classification"): _Recipe(linear_model.LogisticRegression, {}, _scaled),
+    ("tree", "regression"): _Recipe(tree.HoeffdingAdaptiveTreeRegressor, {"seed": 42}, _scaled),
+    ("tree", "forecast"): _Recipe(tree.HoeffdingAdaptiveTreeRegressor, {"seed": 42}, _scaled),
+    ("tree", "classification"): _Recipe(tree.HoeffdingAdaptiveTreeClassifier, {"seed": 42}, _bare),
+    ("forest", "regression"): _Recipe(forest.ARFRegressor, {"n_models": 3, "seed": 42}, _scaled),
+    ("forest", "forecast"): _Recipe(forest.ARFRegressor, {"n_models": 3, "seed": 42}, _scaled),
+    ("forest", "classification"): _Recipe(forest.ARFClassifier, {"n_models": 3, "seed": 42}, _bare),
+    ("halfspace", "anomaly"): _Recipe(
+        anomaly.HalfSpaceTrees,
+        {"n_trees": 10, "height": 8, "window_size": 250, "seed": 42},
+        _halfspace,
+    ),
+}
+
+
+def estimator_of(stream: StreamConfig) -> str:
+    """The River estimator class a stream's preset uses, e.g. 'HoeffdingAdaptiveTreeRegressor'."""
+    return _RECIPES[(stream.model, stream.task)].estimator.__name__
+
+
+def build_model(stream: StreamConfig) -> Any:
+    """A new, untrained model for a stream (its preset, task and params are valid)."""
+    recipe = _RECIPES[(stream.model, stream.task)]
+    return recipe.wrap(recipe.estimator(**{**recipe.defaults, **stream.params}), stream)
+
+
+def check_params(cfg: Config) -> None:
+    """ConfigError naming every `[stream.params]` entry that its preset's estimator refuses."""
+    problems = []
+    for i, stream in enumerate(cfg.stream):
+        recipe = _RECIPES[(stream.model, stream.task)]
+        where = f"{cfg.source}: stream.{i}.params"
+        accepted = [p for p in inspect.signature(recipe.estimator).parameters if p != "self"]
+        unknown = [p for p in stream.params if p not in accepted]
+        if unknown:
+            problems.append(
+                f"{where}: {', '.join(map(repr, unknown))} is not a parameter of preset "
+                f"{stream.model!r} ({recipe.estimator.__name__}); its parameters: "
+                f"{', '.join(accepted)}"
+            )
+            continue
+        try:
+            model = build_model(stream)
+            model.clone()  # River validates some parameters only when it rebuilds them
+        except Exception as exc:  # River raises many kinds; each means "bad parameter"
+            problems.append(f"{where}: {recipe.estimator.__name__} refuses them: {exc}")
+    if problems:
+        raise ConfigError("\n".join(problems))

@@ -1,0 +1,320 @@
+"""What differs between the four tasks: inputs, prediction, loss, learning and metrics.
+
+A task object belongs to one stream/key and holds the metrics of the predictions that were
+served (the champion's), plus, for a forecast, the series' recent values. It is pickled with
+the learner, so it holds plain settings, never the config object.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+from river import metrics, utils
+
+from edgeml.config import StreamConfig
+from edgeml.records import Label, Sample
+
+__all__ = ["Prediction", "Task", "make_task"]
+
+
+class Prediction(NamedTuple):
+    # regression/forecast: the value; classification: the probability of `label`;
+    # anomaly: the score in [0, 1]. None when the model cannot predict yet.
+    value: float | None
+    label: Label | None = None
+    proba: dict[Any, float] | None = None
+    flag: bool | None = None
+
+
+class Task:
+    """Regression: the base every task refines."""
+
+    name = "regression"
+
+    def __init__(self, stream: StreamConfig) -> None:
+        self.mae = metrics.MAE()
+        self.rmse = metrics.RMSE()
+        self.r2 = metrics.R2()
+        self.rolling: Any = utils.Rolling(metrics.MAE, window_size=stream.rolling_window)
+        self.scored = 0  # predictions the metrics have seen
+
+    def inputs(self, s: Sample) -> dict[str, float] | None:
+        """The model's input for this sample; None when it cannot be predicted yet."""
+        return s.x
+
+    def predict(self, model: Any, x: dict[str, float]) -> Prediction:
+        return Prediction(float(model.predict_one(x)))
+
+    def loss(self, p: Prediction, s: Sample) -> float | None:
+        """The per-sample loss ADWIN watches and the challenger is judged by."""
+        if p.value is None or s.y is None:
+            return None
+        return abs(s.y - p.value)
+
+    def score(self, p: Prediction, s: Sample) -> None:
+        """Update the metrics of the served prediction."""
+        if p.value is None or s.y is None:
+            return
+        self.scored += 1
+        self.mae.update(s.y, p.value)
+        self.rmse.update(s.y, p.value)
+        self.r2.update(s.y, p.value)
+        self.rolling.update(s.y, p.value)
+
+    def learn(self, model: Any, x: dict[str, float] | None, s: Sample) -> None:
+        model.learn_one(x, s.y)
+
+    def observe(self, s: Sample) -> None:
+        """Called once per sample after every model has learned it."""
+
+    def train(self, model: Any, samples: Iterable[Sample]) -> None:
+        """Warm-start a fresh model on samples of the log, oldest first."""
+        for s in samples:
+            self.learn(model, s.x, s)
+
+    def forecast(self, model: Any, s: Sample) -> tuple[float, ...]:
+        return ()
+
+    def alert(self, p: Prediction, s: Sample) -> bool:
+        """Whether this prediction is an alert to publish (anomaly streams)."""
+        return False
+
+    def metrics(self, n: int) -> dict[str, float | None]:
+        if not self.scored:
+            return {"mae": None, "rmse": None, "r2": None, "rolling_mae": None}
+        return {
+            "mae": float(self.mae.get()),
+            "rmse": float(self.rmse.get()),
+            "r2": float(self.r2.get()),
+            "rolling_mae": float(self.rolling.get()),
+        }
+
+
+class Classification(Task):
+    """Predict every reading; learn from those that carry a label."""
+
+    name = "classification"
+
+    def __init__(self, stream: StreamConfig) -> None:
+        self.accuracy = metrics.Accuracy()
+        self.f1 = metrics.F1()  # binary: the positive class is True (or 1)
+        self.macro_f1 = metrics.MacroF1()
+        self.logloss = metrics.CrossEntropy()  # log loss, for two classes or more
+        self.rolling: Any = utils.Rolling(metrics.Accuracy, window_size=stream.rolling_window)
+        self.classes: set[Label] = set()
+        self.scored = 0
+
+    def predict(self, model: Any, x: dict[str, float]) -> Prediction:
+        proba = model.predict_proba_one(x)
+        if not proba:
+            return Prediction(None)
+        # As River's predict_one: the most probable class, the first one on a tie.
+        label = max(proba, key=proba.get)
+        return Prediction(float(proba[label]), label, proba)
+
+    def loss(self, p: Prediction, s: Sample) -> float | None:
+        if p.label is None or s.label is None:
+            return None
+        return 0.0 if p.label == s.label else 1.0
+
+    def score(self, p: Prediction, s: Sample) -> None:
+        if s.label is None:
+            return
+        self.classes.add(s.label)
+        if p.label is None:
+            return
+        self.scored += 1
+        self.accuracy.update(s.label, p.label)
+        self.f1.update(s.label, p.label)  # type: ignore[arg-type]  # any label; True is positive
+        self.macro_f1.update(s.label, p.label)
+        self.logloss.update(s.label, p.proba)
+        self.rolling.update(s.label, p.label)
+
+    def learn(self, model: Any, x: dict[str, float] | None, s: Sample) -> None:
+        if s.label is not None:
+            model.learn_one(x, s.label)
+
+    def metrics(self, n: int) -> dict[str, float | None]:
+        if not self.scored:
+            return {"accuracy": None, "f1": None, "logloss": None, "rolling_accuracy": None}
+        binary = self.classes <= {True, False}
+        f1 = self.f1 if binary else self.macro_f1
+        return {
+            "accuracy": float(self.accuracy.get()),
+            "f1": float(f1.get()),
+            "logloss": float(self.logloss.get()),
+            "rolling_accuracy": float(self.rolling.get()),
+        }
+
+
+class Anomaly(Task):
+    """Unsupervised: a score in [0, 1] and a flag above the running quantile of scores."""
+
+    name = "anomaly"
+
+    def __init__(self, stream: StreamConfig) -> None:
+        self.warmup = stream.anomaly.warmup
+        self.cooldown = stream.anomaly.cooldown_s
+        self.last_alert: float | None = None  # sample time of the last alert
+        self.seen = 0  # samples scored, warm-up included
+        self.judged = 0  # samples past the warm-up
+        self.flagged = 0
+        self.labelled = 0  # judged samples that carried ground truth
+        self.roc_auc = metrics.ROCAUC()
+        self.precision = metrics.Precision()
+        self.recall = metrics.Recall()
+
+    def predict(self, model: Any, x: dict[str, float]) -> Prediction:
+        score = float(model.score_one(x))
+        # No flags while the detector warms up: HalfSpaceTrees scores 0 for its whole first
+        # window and the quantile of a few scores means nothing.
+        flag = self.seen >= self.warmup and bool(model.classify(score))
+        return Prediction(score, flag=flag)
+
+    def loss(self, p: Prediction, s: Sample) -> float | None:
+        return p.value
+
+    def score(self, p: Prediction, s: Sample) -> None:
+        self.seen += 1
+        if self.seen <= self.warmup or p.value is None:
+            return
+        self.judged += 1
+        self.flagged += bool(p.flag)
+        if s.label is not None:
+            self.labelled += 1
+            self.roc_auc.update(bool(s.label), p.value)
+            self.precision.update(bool(s.label), bool(p.flag))
+            self.recall.update(bool(s.label), bool(p.flag))
+
+    def learn(self, model: Any, x: dict[str, float] | None, s: Sample) -> None:
+        model.learn_one(x)
+
+    def alert(self, p: Prediction, s: Sample) -> bool:
+        """A flag is an alert unless another one of this key came within the cooldown."""
+        if not p.flag or (self.last_alert is not None and s.ts - self.last_alert < self.cooldown):
+            return False
+        self.last_alert = s.ts
+        return True
+
+    def metrics(self, n: int) -> dict[str, float | None]:
+        out: dict[str, float | None] = {
+            "anomaly_rate": self.flagged / self.judged if self.judged else None
+        }
+        if self.labelled:
+            out["roc_auc"] = float(self.roc_auc.get())
+            out["precision"] = float(self.precision.get())
+            out["recall"] = float(self.recall.get())
+        return out
+
+
+class Forecast(Task):
+    """The target's next value from its own recent values (and the time of day and week).
+
+    The model predicts the change from the last value: on smooth sensor series the naive
+    "same as last" forecast is hard to beat, and SGD on raw lags diverges.
+    """
+
+    name = "forecast"
+
+    def __init__(self, stream: StreamConfig) -> None:
+        super().__init__(stream)
+        self.smape = metrics.SMAPE()
+        f = stream.forecast
+        self.lags = f.lags
+        self.horizon = f.horizon
+        self.time_features = f.time_features
+        self.season = f.season if stream.model == "seasonal" else 0
+        self.history: collections.deque[float] = collections.deque(
+            maxlen=max(self.lags, self.season) + 1
+        )
+        self.last_ts: float | None = None
+        self.step = 0.0  # seconds between readings, for the time features of a horizon
+
+    def inputs(self, s: Sample) -> dict[str, float] | None:
+        return self._features(self.history, s.ts)
+
+    def _features(self, h: collections.deque[float], ts: float) -> dict[str, float] | None:
+        if len(h) < self.lags + 1 or (self.season and len(h) < self.season + 1):
+            return None
+        x = {f"d{i}": h[-i] - h[-i - 1] for i in range(1, self.lags + 1)}
+        if self.season:
+            m = self.season
+            x["season_d"] = h[-m] - h[-m - 1]  # the same step one season ago
+            x["season_gap"] = h[-m] - h[-1]
+        if self.time_features:
+            t = datetime.fromtimestamp(ts, UTC)
+            hour = (t.hour + t.minute / 60) * (2 * math.pi / 24)
+            day = (t.weekday() + hour / (2 * math.pi)) * (2 * math.pi / 7)
+            x.update(hour_sin=math.sin(hour), hour_cos=math.cos(hour),
+                     week_sin=math.sin(day), week_cos=math.cos(day))  # fmt: skip
+        return x
+
+    def predict(self, model: Any, x: dict[str, float]) -> Prediction:
+        return Prediction(self.history[-1] + float(model.predict_one(x)))
+
+    def score(self, p: Prediction, s: Sample) -> None:
+        super().score(p, s)
+        if p.value is not None and s.y is not None:
+            self.smape.update(s.y, p.value)
+
+    def learn(self, model: Any, x: dict[str, float] | None, s: Sample) -> None:
+        if x is not None and s.y is not None:
+            model.learn_one(x, s.y - self.history[-1])
+
+    def observe(self, s: Sample) -> None:
+        if s.y is None:
+            return
+        if self.last_ts is not None and s.ts > self.last_ts:
+            self.step = s.ts - self.last_ts
+        self.last_ts = s.ts
+        self.history.append(s.y)
+
+    def train(self, model: Any, samples: Iterable[Sample]) -> None:
+        h: collections.deque[float] = collections.deque(maxlen=self.history.maxlen)
+        for s in samples:
+            if s.y is None:
+                continue
+            x = self._features(h, s.ts)
+            if x is not None:
+                model.learn_one(x, s.y - h[-1])
+            h.append(s.y)
+
+    def forecast(self, model: Any, s: Sample) -> tuple[float, ...]:
+        """The next `horizon` values, each predicted from the ones before it."""
+        h = collections.deque(self.history, maxlen=self.history.maxlen)
+        out = []
+        for k in range(1, self.horizon + 1):
+            x = self._features(h, s.ts + k * self.step)
+            if x is None:
+                return ()
+            v = h[-1] + float(model.predict_one(x))
+            if not math.isfinite(v):
+                return ()
+            out.append(v)
+            h.append(v)
+        return tuple(out)
+
+    def metrics(self, n: int) -> dict[str, float | None]:
+        base = super().metrics(n)
+        return {
+            "mae": base["mae"],
+            "rmse": base["rmse"],
+            "smape": float(self.smape.get()) if self.scored else None,
+            "rolling_mae": base["rolling_mae"],
+        }
+
+
+_TASKS: dict[str, type[Task]] = {
+    "regression": Task,
+    "classification": Classification,
+    "anomaly": Anomaly,
+    "forecast": Forecast,
+}
+
+
+def make_task(stream: StreamConfig) -> Task:
+    return _TASKS[stream.task](stream)
