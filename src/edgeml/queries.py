@@ -107,9 +107,20 @@ def read_status(path: Path, now: float | None = None) -> dict[str, Any]:
                 ),
             }
         streams = []
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        challenger = "m.challenger" if version >= 4 else "NULL"
+        anomalies = {
+            (r[0], r[1]): r[2]
+            for r in conn.execute(
+                "SELECT stream, key, count(*) FROM events WHERE kind = 'anomaly' AND ts >= ?"
+                " GROUP BY stream, key",
+                (now - 3600,),
+            )
+        }
         for r in conn.execute(
             "SELECT r.stream, r.key, r.task, m.samples, m.last_seen, m.model_version, m.metrics,"
-            " m.drifts FROM series r JOIN summary m ON m.series = r.id ORDER BY r.stream, r.key"
+            f" m.drifts, {challenger} AS challenger FROM series r JOIN summary m"
+            " ON m.series = r.id ORDER BY r.stream, r.key"
         ):
             streams.append(
                 {
@@ -121,6 +132,9 @@ def read_status(path: Path, now: float | None = None) -> dict[str, Any]:
                     "model_version": r["model_version"],
                     "metrics": json.loads(r["metrics"]),
                     "drifts": r["drifts"],
+                    # The challenger in its grace period: since_seq, samples, grace, trigger, t.
+                    "challenger": json.loads(r["challenger"]) if r["challenger"] else None,
+                    "anomalies_1h": anomalies.get((r["stream"], r["key"]), 0),
                 }
             )
         return {"daemon": daemon, "streams": streams}

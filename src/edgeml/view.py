@@ -46,6 +46,20 @@ def sparkline(values: list[float]) -> str:
     return "".join(_BARS[min(7, int((v - lo) / span * 8))] for v in values)
 
 
+# Per task: the cumulative metric shown (its label) and the rolling one.
+_METRICS = {
+    "regression": ("mae", "mae", "rolling_mae"),
+    "forecast": ("mae", "mae", "rolling_mae"),
+    "classification": ("accuracy", "acc", "rolling_accuracy"),
+    "anomaly": ("anomaly_rate", "rate", "anomaly_rate"),
+}
+
+
+def _rolling(s: dict[str, Any]) -> float | None:
+    value = s["metrics"].get(_METRICS.get(s["task"], _METRICS["regression"])[2])
+    return None if value is None else float(value)
+
+
 class History:
     """Rolling error per stream/key over the refreshes of one `--watch` session."""
 
@@ -54,7 +68,7 @@ class History:
 
     def add(self, doc: dict[str, Any]) -> None:
         for s in doc["streams"]:
-            value = s["metrics"].get("rolling_mae")
+            value = _rolling(s)
             if value is not None:
                 self.errors.setdefault((s["stream"], s["key"]), deque(maxlen=HISTORY)).append(value)
 
@@ -102,7 +116,7 @@ def render(
     live = history is not None
     # Live, the rolling error and its trend say more than the cumulative figures.
     columns = ["samples", "seen", "ver", "rolling", "trend"] if live else [
-        "samples", "seen", "ver", "mae", "rmse", "rolling"]  # fmt: skip
+        "samples", "seen", "ver", "metric", "rolling"]  # fmt: skip
     columns += ["drifts", "last drift"] if last_drift is not None else ["drifts"]
     for col in columns:
         table.add_column(col, justify="left" if col == "trend" else "right", no_wrap=True)
@@ -113,15 +127,17 @@ def render(
             f"{s['stream']}/{s['key']}",
             str(s["samples"]),
             f"[yellow]{ago(s['last_seen'], now)}[/]" if stale else ago(s["last_seen"], now),
-            str(s["model_version"]),
+            # "+c": a challenger is in its grace period (details below the table)
+            f"{s['model_version']}[cyan]+c[/]" if s.get("challenger") else str(s["model_version"]),
         ]
         if history is not None:
             row += [
-                num(m.get("rolling_mae")),
+                num(_rolling(s)),
                 f"[cyan]{sparkline(history.of(s['stream'], s['key']))}[/]",
             ]
         else:
-            row += [num(m.get("mae")), num(m.get("rmse")), num(m.get("rolling_mae"))]
+            key, label, _ = _METRICS.get(s["task"], _METRICS["regression"])
+            row += [f"{label} {num(m.get(key))}", num(_rolling(s))]
         row.append(str(s["drifts"]) if not s["drifts"] else f"[yellow]{s['drifts']}[/]")
         if last_drift is not None:
             when = last_drift.get((s["stream"], s["key"]))
@@ -129,6 +145,22 @@ def render(
             row.append(f"[yellow]{ago(when, now)}[/]" if recent else ago(when, now))
         table.add_row(*row)
     parts.append(table)
+    for s in doc["streams"]:
+        c = s.get("challenger")
+        if c:
+            parts.append(
+                Text.from_markup(
+                    f"[cyan]challenger[/] {s['stream']}/{s['key']}: {c['samples']}/{c['grace']} "
+                    f"samples of grace, t {num(c['t'])}, started by {c['trigger']}"
+                )
+            )
+        if s.get("anomalies_1h"):
+            parts.append(
+                Text.from_markup(
+                    f"[red]anomalies[/] {s['stream']}/{s['key']}: "
+                    f"{s['anomalies_1h']} in the last hour"
+                )
+            )
     return Group(*parts)
 
 

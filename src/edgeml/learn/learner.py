@@ -100,6 +100,7 @@ class Learner:
     def process(self, sample: Sample, seq: int) -> Outcome:
         """Predict, score, learn, watch for drift, judge the challenger."""
         task = self.task
+        version = self.model_version  # the version that made the prediction
         x = task.inputs(sample)
         p = task.predict(self.model, x) if x is not None else Prediction(None)
         self.samples += 1
@@ -140,7 +141,7 @@ class Learner:
             seq,
             p.value,
             loss,
-            self.model_version,
+            version,
             label=p.label,
             flag=p.flag,
             alert=alert,

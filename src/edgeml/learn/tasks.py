@@ -164,7 +164,9 @@ class Anomaly(Task):
         self.judged = 0  # samples past the warm-up
         self.flagged = 0
         self.labelled = 0  # judged samples that carried ground truth
-        self.roc_auc = metrics.ROCAUC()
+        # River approximates ROC AUC on a grid of thresholds: 10 by default is too coarse for
+        # scores that crowd into [0.6, 1].
+        self.roc_auc = metrics.ROCAUC(n_thresholds=100)
         self.precision = metrics.Precision()
         self.recall = metrics.Recall()
 
