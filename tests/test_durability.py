@@ -218,3 +218,89 @@ async def test_retention_prunes_only_what_snapshots_cover_and_the_file_shrinks(
     assert {s["key"]: s["samples"] for s in read_status(cfg.db_path)["streams"]} == {
         k: s["samples"] for k, s in after.items()
     }
+
+
+DRIFTING = """
+[[stream]]
+name = "power"
+topic = "meter/+/power"
+key = "topic:1"
+target = "p"
+features = ["t", "h", "w"]
+model = "tree"
+"""
+
+
+def drifting(n_per_device: int, change: int, devices: int = 2) -> list[tuple[str, bytes]]:
+    """Interleaved meters whose relation between features and power changes at `change`."""
+    rng = random.Random(8)
+    out = []
+    for i in range(n_per_device):
+        for dev in range(devices):
+            t, h, w = rng.uniform(10, 30), rng.uniform(20, 80), rng.uniform(0, 10)
+            if i < change:
+                p = 2 * t + 0.5 * h + (5 if w > 5 else 0) + rng.gauss(0, 1)
+            else:
+                p = -1.5 * t + 1.0 * h + 30 + (-5 if w > 5 else 0) + rng.gauss(0, 1)
+            body = {"t": t, "h": h, "w": w, "p": p}
+            out.append((f"meter/m{dev}/power", json.dumps(body).encode()))
+    return out
+
+
+async def test_kills_around_a_drift_end_with_the_challenger_history_of_a_run_that_never_stopped(
+    broker: Broker, tmp_path: Path, daemon_process: Any
+) -> None:
+    """Drift, warm start, grace period and promotion survive kill -9 at any of those moments:
+    every stored prediction, and every promotion, is what one uninterrupted run of the same
+    log makes (edgeml.learn.offline: the learning path with the log in memory).
+    """
+    from edgeml.learn import offline
+    from edgeml.records import Sample
+
+    config = write_config(tmp_path, broker, DRIFTING, extra=FAST_SNAPSHOTS)
+    cfg = load_config(config)
+    d = daemon_process(config)
+    d.start()
+    await d.wait_ready()
+    messages = drifting(2400, change=1500)
+    publisher = asyncio.create_task(publish_paced(broker, messages, 2000))
+    rng = random.Random(7)
+    # Around the change (reading 3000 of 4800): detection, warm start, grace, promotion.
+    for kill_after in sorted(rng.sample(range(2900, 3400), 3)):
+        await asyncio.wait_for(settle(cfg, kill_after, quiet_s=30), 60)
+        await asyncio.sleep(rng.uniform(0, 0.2))
+        d.kill()
+        d = daemon_process(config)
+        d.start()
+        await d.wait_ready()
+    await asyncio.wait_for(publisher, 60)
+    assert await settle(cfg, len(messages)) == len(messages)
+    d.terminate()
+    assert d.wait(10) == 0
+
+    stream = cfg.stream[0]
+    promoted_live = {
+        (key, seq) for key, seq in db_rows(
+            cfg, "SELECT key, seq FROM events WHERE kind = 'promotion' ORDER BY seq"
+        )
+    }  # fmt: skip
+    assert promoted_live, "the change must have been caught and a challenger promoted"
+    checked = 0
+    for key in ("m0", "m1"):
+        rows = db_rows(
+            cfg,
+            "SELECT s.seq, s.ts, s.x, s.y, p.y_pred, p.model_version FROM samples s"
+            " JOIN series r ON r.id = s.series JOIN predictions p ON p.seq = s.seq"
+            " WHERE r.key = ? ORDER BY s.seq",
+            key,
+        )
+        samples = [Sample("power", key, ts, json.loads(x), y) for _, ts, x, y, _, _ in rows]
+        promoted = set()
+        for row, (outcome, _) in zip(rows, offline.run(stream, samples), strict=True):
+            seq, _, _, _, y_pred, version = row
+            assert (y_pred, version) == (outcome.y_pred, outcome.model_version), seq
+            if any(e.kind == "promotion" for e in outcome.events):
+                promoted.add(seq)
+            checked += 1
+        assert {(key, s) for s in promoted} == {(k, s) for k, s in promoted_live if k == key}
+    assert checked == len(messages)
