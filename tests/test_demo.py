@@ -1,4 +1,5 @@
-"""`edgeml demo` end to end: the injected concept change is detected, on both kinds of broker."""
+"""`edgeml demo` end to end, on both kinds of broker: the injected concept change is detected,
+a challenger promoted, the vibration spikes flagged."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from edgeml.demo import run_demo
-from edgeml.queries import read_status
+from edgeml.queries import read_events, read_status
 
 
 @pytest.mark.parametrize("broker", [None, "embedded"], ids=["mosquitto", "amqtt"])
@@ -18,9 +19,21 @@ async def test_demo_detects_the_injected_change(tmp_path: Path, broker: str | No
     )
     assert result.detected_at is not None, "\n".join(lines)
     assert result.injected_at <= result.detected_at <= result.injected_at + 150
+    assert result.promoted_at is not None and result.promoted_at > result.detected_at
     doc = read_status(tmp_path / "edgeml.db")
-    drifts = {s["key"]: s["drifts"] for s in doc["streams"]}
-    assert drifts["dev1"] >= 1
-    assert drifts["dev0"] == drifts["dev2"] == 0  # no false alarm on the steady devices
+    boiler = {s["key"]: s for s in doc["streams"] if s["stream"] == "boiler"}
+    assert boiler["dev1"]["drifts"] >= 1 and boiler["dev1"]["model_version"] == 2
+    # no false alarm, no new version on the steady devices
+    assert [(boiler[k]["drifts"], boiler[k]["model_version"]) for k in ("dev0", "dev2")] == [
+        (0, 1),
+        (0, 1),
+    ]
     assert all(s["samples"] == 480 for s in doc["streams"])
+    # The three spikes on dev2's pump are flagged; few false alarms elsewhere.
+    anomalies = {e["seq"] for e in read_events(tmp_path / "edgeml.db", ["anomaly"])}
+    assert result.spikes and result.alerts == len(anomalies)
+    spiking = {s["key"]: s for s in doc["streams"] if s["stream"] == "vibration"}["dev2"]
+    assert spiking["metrics"]["recall"] == 1.0
+    assert result.alerts <= len(result.spikes) + 6
     assert any(line.startswith("summary: concept change injected on dev1") for line in lines)
+    assert any("version 1 -> 2" in line for line in lines)

@@ -89,7 +89,9 @@ def demo(
         Path | None, typer.Option(help="Where to keep the demo's state (default: a temp dir).")
     ] = None,
 ) -> None:
-    """Zero setup: a private broker, three simulated sensors, one concept change, the daemon."""
+    """Zero setup: a private broker, simulated sensors, the daemon: a concept change is
+    detected and a retrained challenger promoted, vibration spikes are flagged as anomalies.
+    """
     from edgeml import logs
     from edgeml.demo import run_demo
 

@@ -1,4 +1,6 @@
-"""`edgeml demo`: a private broker, simulated sensors with a concept change, the daemon, live."""
+"""`edgeml demo`: a private broker, simulated sensors with a concept change and vibration
+spikes, the daemon, live: drift detected, a challenger trained and promoted, anomalies flagged.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ __all__ = ["DemoResult", "run_demo"]
 
 DEVICES = ("dev0", "dev1", "dev2")
 DRIFTING = "dev1"
+SPIKING = "dev2"
 
 CONFIG = """\
 # Written by `edgeml demo`: the config the demo daemon runs with.
@@ -44,7 +47,21 @@ topic = "demo/+/telemetry"
 key = "topic:1"
 target = "temperature"
 features = ["humidity", "pressure", "load"]
+model = "tree"
 rolling_window = 100
+# Shorter than the defaults (500 samples of drift warm-up) so that all fits in a minute.
+drift = {{ warmup = 150 }}
+retrain = {{ grace = 150 }}
+
+[[stream]]
+name = "vibration"
+topic = "demo/+/vibration"
+key = "topic:1"
+task = "anomaly"
+features = ["rms", "peak"]
+label = "fault"
+params = {{ window_size = 100, height = 4 }}
+anomaly = {{ warmup = 150, cooldown = "1s" }}
 """
 
 
@@ -104,10 +121,14 @@ async def private_broker(
 
 
 class DemoResult:
-    def __init__(self, state_dir: Path, injected_at: int, detected_at: int | None) -> None:
+    def __init__(self, state_dir: Path, injected_at: int) -> None:
         self.state_dir = state_dir
         self.injected_at = injected_at
-        self.detected_at = detected_at
+        self.detected_at: int | None = None
+        self.promoted_at: int | None = None
+        self.spikes: list[int] = []
+        self.alerts = 0
+        self.drifts_before = 0  # false alarms before the change do not count as detection
 
 
 def reading(rng: random.Random, device: str, after_change: bool) -> dict[str, float]:
@@ -125,6 +146,13 @@ def reading(rng: random.Random, device: str, after_change: bool) -> dict[str, fl
         "load": round(load, 4),
         "temperature": round(temperature + rng.gauss(0, 0.3), 3),
     }
+
+
+def vibration(rng: random.Random, spike: bool) -> dict[str, float | bool]:
+    """A pump's vibration; a spike (a loose bearing) is flagged as ground truth."""
+    rms, peak = (rng.gauss(6.0, 0.3), rng.gauss(20.0, 1.0)) if spike else (
+        rng.gauss(1.0, 0.1), rng.gauss(3.0, 0.3))  # fmt: skip
+    return {"rms": round(rms, 3), "peak": round(peak, 3), "fault": spike}
 
 
 async def run_demo(
@@ -153,20 +181,30 @@ async def run_demo(
         stop = asyncio.Event()
         task = asyncio.create_task(daemon.run(stop))
         await asyncio.wait_for(daemon.ready.wait(), 20)
-        injected_at, detected_at = await _simulate(
-            cfg, host, port, duration, rate, seed, daemon, say
-        )
+        result = await _simulate(cfg, host, port, duration, rate, seed, daemon, say, state)
         stop.set()
         await task
-    if detected_at is not None:
-        say(
-            f"summary: concept change injected on {DRIFTING} at its sample {injected_at}, "
-            f"detected by ADWIN at sample {detected_at} ({detected_at - injected_at} samples later)"
-        )
-    else:
-        say(f"summary: concept change injected on {DRIFTING} at sample {injected_at}, not detected")
+    _summary(result, say)
     say(f"state and config: {state}   (try: edgeml status -c {state / 'config.toml'})")
-    return DemoResult(state, injected_at, detected_at)
+    return result
+
+
+def _summary(r: DemoResult, say: Callable[[str], None]) -> None:
+    if r.detected_at is None:
+        say(f"summary: concept change injected on {DRIFTING} at sample {r.injected_at}, "
+            "not detected")  # fmt: skip
+        return
+    say(
+        f"summary: concept change injected on {DRIFTING} at its sample {r.injected_at}, "
+        f"detected by ADWIN at sample {r.detected_at} ({r.detected_at - r.injected_at} later)"
+    )
+    if r.promoted_at is not None:
+        say(f"         a challenger warm-started on the new regime was promoted at sample "
+            f"{r.promoted_at}: version 1 -> 2")  # fmt: skip
+    else:
+        say("         the challenger did not beat the champion within its grace period")
+    say(f"         {len(r.spikes)} vibration spikes injected on {SPIKING}, {r.alerts} anomaly "
+        f"alerts published (see `edgeml events --kind anomaly`)")  # fmt: skip
 
 
 async def _simulate(
@@ -178,41 +216,60 @@ async def _simulate(
     seed: int,
     daemon: Daemon,
     say: Callable[[str], None],
-) -> tuple[int, int | None]:
+    state: Path,
+) -> DemoResult:
     rng = random.Random(seed)
     total = int(duration * rate)
     change = total // 2
-    detected_at: int | None = None
-    drifts_before = 0
+    result = DemoResult(state, change)
+    spikes = {int(total * f) for f in (0.7, 0.8, 0.9)}
     t0 = time.monotonic()
     next_report = t0 + 1.0
     async with aiomqtt.Client(host, port) as pub:
+        await pub.subscribe(f"{cfg.mqtt.topic_prefix}/{cfg.node.id}/vibration/+/anomaly", qos=1)
+        listener = asyncio.create_task(_count_alerts(pub, result))
         for n in range(total):
             for device in DEVICES:
                 body = reading(rng, device, n >= change)
                 await pub.publish(f"demo/{device}/telemetry", json.dumps(body).encode(), qos=1)
-            learner = (
-                daemon.pipeline.learners.get(("boiler", DRIFTING)) if daemon.pipeline else None
-            )
+                shake = vibration(rng, device == SPIKING and n in spikes)
+                await pub.publish(f"demo/{device}/vibration", json.dumps(shake).encode(), qos=1)
             if n == change:
                 say(f"injecting a concept change on {DRIFTING} (its sample {change})")
-                drifts_before = learner.drifts if learner else 0
-            if (
-                n >= change
-                and detected_at is None
-                and learner is not None
-                and learner.drifts > drifts_before
-            ):
-                detected_at = learner.samples
-                say(f"drift detected on {DRIFTING} at its sample {detected_at}")
+                lr = daemon.pipeline.learners.get(("boiler", DRIFTING)) if daemon.pipeline else None
+                result.drifts_before = lr.drifts if lr else 0
+            if n in spikes:
+                result.spikes.append(n)
+                say(f"injecting a vibration spike on {SPIKING} (its sample {n})")
+            _watch(daemon, result, say)
             now = time.monotonic()
             if now >= next_report:
                 next_report = now + 1.0
                 say(_line(daemon, now - t0))
             await asyncio.sleep(max(0.0, t0 + (n + 1) / rate - time.monotonic()))
-    await asyncio.sleep(0.5)
+        await asyncio.sleep(0.5)
+        _watch(daemon, result, say)
+        listener.cancel()
     say(_line(daemon, time.monotonic() - t0))
-    return change, detected_at
+    return result
+
+
+async def _count_alerts(client: aiomqtt.Client, result: DemoResult) -> None:
+    async for _ in client.messages:
+        result.alerts += 1
+
+
+def _watch(daemon: Daemon, result: DemoResult, say: Callable[[str], None]) -> None:
+    """Say when the drifting device's drift is detected and its challenger promoted."""
+    lr = daemon.pipeline.learners.get(("boiler", DRIFTING)) if daemon.pipeline else None
+    if lr is None:
+        return
+    if result.detected_at is None and lr.drifts > result.drifts_before:
+        result.detected_at = lr.samples
+        say(f"drift detected on {DRIFTING} at its sample {lr.samples}: a challenger is trained")
+    if result.promoted_at is None and lr.model_version > 1:
+        result.promoted_at = lr.samples
+        say(f"challenger promoted on {DRIFTING} at its sample {lr.samples}: version 1 -> 2")
 
 
 def _line(daemon: Daemon, elapsed: float) -> str:
@@ -221,7 +278,6 @@ def _line(daemon: Daemon, elapsed: float) -> str:
         for device in DEVICES:
             lr = daemon.pipeline.learners.get(("boiler", device))
             if lr is not None:
-                m = lr.metrics()
-                mae = m["rolling_mae"] or 0.0
-                parts.append(f"{device} n={lr.samples:<5} mae={mae:6.3f} drifts={lr.drifts}")
+                mae = lr.metrics()["rolling_mae"] or 0.0
+                parts.append(f"{device} n={lr.samples:<5} mae={mae:6.3f} v{lr.model_version}")
     return "  ".join(parts)
