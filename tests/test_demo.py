@@ -34,6 +34,9 @@ async def test_demo_detects_the_injected_change(tmp_path: Path, broker: str | No
     assert result.spikes and result.alerts == len(anomalies)
     spiking = {s["key"]: s for s in doc["streams"] if s["stream"] == "vibration"}["dev2"]
     assert spiking["metrics"]["recall"] == 1.0
-    assert result.alerts <= len(result.spikes) + 6
+    # All three are flagged (recall 1); an alert can still be held back by the 1 s cooldown
+    # when a false alarm on the same pump came just before it.
+    assert result.caught >= len(result.spikes) - 1
+    assert result.alerts - result.caught <= 6  # few false alarms on 3 x 480 readings
     assert any(line.startswith("summary: concept change injected on dev1") for line in lines)
     assert any("version 1 -> 2" in line for line in lines)
