@@ -549,3 +549,77 @@ def test_local_broker_settings_from_include_dir(tmp_path: Path) -> None:
 
 def test_missing_local_broker_config_is_quiet(tmp_path: Path) -> None:
     assert config._local_broker_warnings(tmp_path / "absent.conf") == []
+
+
+# --- tasks, presets and retraining -----------------------------------------------------------
+
+
+def test_task_model_and_retraining_keys(tmp_path: Path) -> None:
+    text = """
+[[stream]]
+name = "vib"
+topic = "t/+/vib"
+task = "anomaly"
+label = "fault"
+anomaly = { quantile = 0.95, warmup = 100, cooldown = "5m" }
+
+[[stream]]
+name = "load"
+topic = "t/+/load"
+task = "forecast"
+target = "kw"
+model = "seasonal"
+params = { l2 = 0.01 }
+forecast = { lags = 4, horizon = 3, time_features = true, season = 48 }
+retrain = { policy = "reset", grace = 50, max_warm_start = 300, every = "6h" }
+
+[[stream]]
+name = "door"
+topic = "t/+/door"
+task = "classification"
+target = "open"
+"""
+    vib, load_, door = load(write(tmp_path, text)).stream
+    assert (vib.task, vib.model, vib.label, vib.target) == ("anomaly", "halfspace", "fault", None)
+    assert (vib.anomaly.quantile, vib.anomaly.warmup, vib.anomaly.cooldown_s) == (0.95, 100, 300)
+    assert vib.excluded == ("fault",)
+    assert (load_.model, load_.params) == ("seasonal", {"l2": 0.01})
+    f = load_.forecast
+    assert (f.lags, f.horizon, f.time_features, f.season) == (4, 3, True, 48)
+    r = load_.retrain
+    assert (r.policy, r.grace, r.max_warm_start, r.every_s) == ("reset", 50, 300, 6 * 3600)
+    # defaults: the task's first preset, challenger retraining on drift only
+    assert door.model == "logistic"
+    retrain = door.retrain
+    assert (retrain.policy, retrain.grace, retrain.every_s) == ("challenger", 200, None)
+    assert door.drift.warmup == 500
+
+
+BAD_TASK_KEYS = [
+    (
+        'task = "regression"\ntarget = "y"\nmodel = "halfspace"',
+        "stream.0.model: preset 'halfspace' does not do regression; "
+        "for regression use linear, tree, forest",
+    ),
+    ('target = "y"\nmodel = "neural"', "stream.0.model: unknown preset 'neural'; presets: linear"),
+    ('task = "anomaly"\ntarget = "y"', "stream.0.target: an anomaly stream has no target"),
+    (
+        'task = "classification"\ntarget = "y"\nlabel = "z"',
+        "stream.0.label: only an anomaly stream takes a ground-truth label field",
+    ),
+    ('task = "forecast"', "stream.0.target: required for a forecast stream"),
+    (
+        'target = "y"\nretrain = { polcy = "none" }',
+        "stream.0.retrain.polcy: unknown key (did you mean 'policy'?)",
+    ),
+    ('target = "y"\nretrain = { every = "soon" }', "stream.0.retrain.every: 'soon' is not a"),
+    ('target = "y"\nretrain = { grace = 5 }', "stream.0.retrain.grace: "),
+    ('task = "anomaly"\nanomaly = { quantile = 0.4 }', "stream.0.anomaly.quantile: "),
+    ('task = "forecast"\ntarget = "y"\nforecast = { lags = 0 }', "stream.0.forecast.lags: "),
+]
+
+
+@pytest.mark.parametrize(("stream", "expected"), BAD_TASK_KEYS)
+def test_bad_task_model_and_retraining_keys(tmp_path: Path, stream: str, expected: str) -> None:
+    path = write(tmp_path, f'[[stream]]\nname = "s"\ntopic = "t/+"\n{stream}\n')
+    assert one_error(path).startswith(f"{path}: {expected}")

@@ -77,6 +77,22 @@ def build_model(stream: StreamConfig) -> Any:
     return recipe.wrap(recipe.estimator(**{**recipe.defaults, **stream.params}), stream)
 
 
+def _try(stream: StreamConfig) -> None:
+    """Build the stream's model and let it learn a few made-up readings: River checks some
+    parameters only when it rebuilds a model, and others only when it learns.
+    """
+    from edgeml.learn.learner import Learner  # the learner builds its models with this module
+    from edgeml.records import Sample
+
+    build_model(stream).clone()
+    learner = Learner(stream, "check")
+    x = dict.fromkeys(stream.features or ("a", "b"), 0.5)
+    label = True if stream.task == "classification" else None
+    y = None if stream.task in ("classification", "anomaly") else 1.0
+    for i in range(max(stream.forecast.lags, stream.forecast.season) + 3):
+        learner.process(Sample(stream.name, "check", float(i), x, y and y + i, label), i + 1)
+
+
 def check_params(cfg: Config) -> None:
     """ConfigError naming every `[stream.params]` entry that its preset's estimator refuses."""
     problems = []
@@ -93,8 +109,7 @@ def check_params(cfg: Config) -> None:
             )
             continue
         try:
-            model = build_model(stream)
-            model.clone()  # River validates some parameters only when it rebuilds them
+            _try(stream)
         except Exception as exc:  # River raises many kinds; each means "bad parameter"
             problems.append(f"{where}: {recipe.estimator.__name__} refuses them: {exc}")
     if problems:
