@@ -178,7 +178,8 @@ class Learner:
 
     def _warm_start(self, width: int) -> int:
         """As many samples as ADWIN's window says belong to the new regime, within bounds."""
-        return max(min(width, self.stream.retrain.max_warm_start), min(WARM_MIN, self.samples))
+        wanted = max(width, min(WARM_MIN, self.samples))
+        return min(wanted, self.stream.retrain.max_warm_start)
 
     def _scheduled(self, ts: float) -> bool:
         every = self.stream.retrain.every_s
