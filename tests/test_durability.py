@@ -27,6 +27,7 @@ from tests.conftest import (
     write_config,
 )
 from tests.test_daemon import telemetry
+from tests.test_engine_e2e import DRIFTING
 from tests.test_process import publish_paced
 
 FAST_SNAPSHOTS = """
@@ -218,17 +219,6 @@ async def test_retention_prunes_only_what_snapshots_cover_and_the_file_shrinks(
     assert {s["key"]: s["samples"] for s in read_status(cfg.db_path)["streams"]} == {
         k: s["samples"] for k, s in after.items()
     }
-
-
-DRIFTING = """
-[[stream]]
-name = "power"
-topic = "meter/+/power"
-key = "topic:1"
-target = "p"
-features = ["t", "h", "w"]
-model = "tree"
-"""
 
 
 def drifting(n_per_device: int, change: int, devices: int = 2) -> list[tuple[str, bytes]]:

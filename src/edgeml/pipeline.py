@@ -253,11 +253,7 @@ class Pipeline:
         fields = {"stream": s.stream, "key": s.key, "seq": outcome.seq, "ts": s.ts,
                   "score": outcome.y_pred, "x": s.x,
                   "model_version": outcome.model_version}  # fmt: skip
-        self.batch.events.append(
-            (s.ts, "anomaly", s.stream, s.key, outcome.seq, json.dumps(fields))
-        )
-        topic = f"{self._topic_prefix}/{s.stream}/{s.key}/anomaly"
-        out.append((topic, event_message("anomaly", fields), 1))
+        self._event("anomaly", fields, out, f"{self._topic_prefix}/{s.stream}/{s.key}/anomaly")
         log.info("anomaly", **fields)
 
     def _model_event(self, lr: Learner, ev: ModelEvent, out: list[Outgoing]) -> None:
@@ -290,11 +286,14 @@ class Pipeline:
         self.unsnapped.add(sk)
         self.add_snapshots(reason, only=sk)
 
-    def _event(self, kind: str, fields: dict[str, Any], out: list[Outgoing]) -> None:
+    def _event(
+        self, kind: str, fields: dict[str, Any], out: list[Outgoing], topic: str | None = None
+    ) -> None:
+        """Store an event and publish it (on the events topic unless another is given)."""
         self.batch.events.append(
             (fields["ts"], kind, fields["stream"], fields["key"], fields["seq"], json.dumps(fields))
         )
-        out.append((self.cfg.events_topic, event_message(kind, fields), 1))
+        out.append((topic or self.cfg.events_topic, event_message(kind, fields), 1))
 
     def _learner(self, stream: str, key: str) -> Learner:
         sk = (stream, key)
