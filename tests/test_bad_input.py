@@ -8,10 +8,13 @@ import math
 import tempfile
 from pathlib import Path
 
+import aiomqtt
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgeml.queries import read_status
+from edgeml import pipeline
+from edgeml.queries import read_events, read_status
 from tests.conftest import Broker, db_rows, load_config, publish_all, running, settle, write_config
 
 STREAM = """
@@ -80,6 +83,12 @@ async def test_hostile_corpus_is_counted_by_reason_and_good_readings_are_learned
     preds = [p for (p,) in db_rows(cfg, "SELECT y_pred FROM predictions")]
     assert len(preds) == len(HOSTILE) * 3
     assert all(math.isfinite(p) for p in preds)
+    # Within a minute the rejects are one `reject` event, written when the daemon stops.
+    (reject,) = read_events(cfg.db_path, ["reject"])
+    assert reject["stream"] == "env" and reject["key"] is None
+    assert reject["data"]["reasons"] == expected
+    assert reject["data"]["count"] == len(HOSTILE) * 3
+    assert reject["data"]["topic"] == TOPIC
 
 
 json_leaf = st.one_of(
@@ -138,3 +147,24 @@ def test_any_payload_is_learned_or_rejected_and_the_daemon_stays_up(
         assert len(preds) == learned
         assert all(math.isfinite(p) for p in preds)
         assert all(math.isfinite(v) for x in xs for v in x.values())
+
+
+async def test_rejects_are_an_event_a_minute_on_the_events_topic(
+    broker: Broker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A minute is long for a test: report every summary instead, through the same path.
+    monkeypatch.setattr(pipeline, "REJECT_EVENT_EVERY_S", 0.0)
+    cfg = load_config(write_config(tmp_path, broker, STREAM))
+    async with running(cfg), aiomqtt.Client(broker.host, broker.port) as sub:
+        await sub.subscribe(cfg.events_topic, qos=1)
+        await publish_all(broker, [(TOPIC, b"{not json"), (TOPIC, b'{"t": 1, "h": 2}')])
+        async with asyncio.timeout(20):
+            async for message in sub.messages:
+                assert isinstance(message.payload, bytes)
+                event = json.loads(message.payload)
+                if event["event"] == "reject":
+                    break
+    stored = read_events(cfg.db_path, ["reject"])
+    assert event["reasons"] == {"not_json": 1, "missing_feature": 1}
+    assert event["count"] == 2 and event["stream"] == "env"
+    assert [e["data"]["reasons"] for e in stored] == [event["reasons"]]

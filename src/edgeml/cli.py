@@ -9,7 +9,7 @@ import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -149,7 +149,8 @@ def events(
         list[str] | None,
         typer.Option(
             help="drift, retrain (a challenger starts), promotion (any new version, also "
-            "import and rollback), challenger_dropped, guard (a diverged model), anomaly; "
+            "import and rollback), challenger_dropped, guard (a diverged model), anomaly, "
+            "reject (payloads that did not decode: one event per stream a minute at most); "
             "repeat for several."
         ),
     ] = None,
@@ -160,10 +161,9 @@ def events(
     limit: Annotated[int, typer.Option(help="At most this many, newest first.", min=1)] = 100,
     as_json: Annotated[bool, typer.Option("--json", help="JSON, for scripts.")] = False,
 ) -> None:
-    """The event history, newest first: drifts, retraining, new versions, anomalies."""
+    """The event history, newest first: drifts, retraining, new versions, anomalies, rejects."""
     cfg = load_or_exit(config)
     from edgeml.queries import PROMOTIONS, read_events
-    from edgeml.view import num
 
     kinds: list[str] = []
     for k in kind or []:
@@ -186,10 +186,20 @@ def events(
         table.add_row(
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["ts"])),
             r["kind"],
-            f"{r['stream']}/{r['key']}",
-            " ".join(f"{k}={num(v) if isinstance(v, float) else v}" for k, v in details.items()),
+            r["stream"] if r["key"] is None else f"{r['stream']}/{r['key']}",
+            " ".join(f"{k}={_detail(v)}" for k, v in details.items()),
         )
     Console().print(table)
+
+
+def _detail(value: Any) -> str:
+    from edgeml.view import num
+
+    if isinstance(value, float):
+        return num(value)
+    if isinstance(value, dict):
+        return ",".join(f"{k}:{_detail(v)}" for k, v in value.items())
+    return str(value)
 
 
 def _since(text: str | None) -> float | None:

@@ -411,6 +411,8 @@ class Daemon:
                 if due:
                     last_summary = now
                     pipeline.add_summary()
+                    pipeline.add_rejects(out)
+                    self._send(out)
                     pipeline.batch.heartbeat = self._heartbeat(pipeline)
                     if now - last_snapshot >= self._snapshot_every:
                         last_snapshot = now
@@ -430,6 +432,7 @@ class Daemon:
             # from now on stays unacknowledged and the broker sends it again next time.
             for _ in range(len(inbox)):
                 await self._handle(pipeline, inbox.popleft(), out)
+            pipeline.add_rejects(out, final=True)
             self._send(out)
             pipeline.add_summary()
             pipeline.add_snapshots("shutdown")

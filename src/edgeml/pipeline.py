@@ -12,7 +12,7 @@ import json
 import pickle
 import time
 from collections.abc import Mapping
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import structlog
@@ -35,6 +35,19 @@ Outgoing = tuple[str, bytes, int]  # topic, payload, qos
 
 # One encoder for the hot path: json.dumps with any option builds a new encoder per call.
 _compact = json.JSONEncoder(separators=(",", ":")).encode
+
+# Rejected payloads become at most one `reject` event per stream in this many seconds.
+REJECT_EVENT_EVERY_S = 60.0
+
+
+@dataclass(slots=True)
+class _Rejects:
+    """The payloads one stream rejected since its last `reject` event."""
+
+    since: float
+    reasons: collections.Counter[str] = field(default_factory=collections.Counter)
+    topic: str = ""
+    detail: str = ""
 
 
 class NeedsLearner(Exception):
@@ -77,6 +90,7 @@ class Pipeline:
         self.recent = dict(recent)
         self.batch = Batch()
         self.rejected: collections.Counter[str] = collections.Counter()
+        self._rejects: dict[str, _Rejects] = {}  # by stream, until their event is added
         self.learned = 0
         self.duplicates = 0
         self.unmatched = 0
@@ -185,6 +199,11 @@ class Pipeline:
 
     def _reject(self, r: Reject, topic: str) -> None:
         self.rejected[r.reason.value] += 1
+        burst = self._rejects.get(r.stream)
+        if burst is None:
+            burst = self._rejects[r.stream] = _Rejects(time.time())
+        burst.reasons[r.reason.value] += 1
+        burst.topic, burst.detail = topic, r.detail
         self._warn.warning(
             "payload_rejected",
             f"{r.stream}:{r.reason}",
@@ -331,6 +350,21 @@ class Pipeline:
         for sk in self.dirty:
             self.batch.summary.append(self._summary_row(sk, self.learners[sk], now))
         self.dirty.clear()
+
+    def add_rejects(self, out: list[Outgoing], final: bool = False) -> None:
+        """A `reject` event per stream whose first unreported reject is a minute old (or
+        any, when `final`): how many, by reason, and the last one's topic and detail.
+        """
+        now = time.time()
+        for stream, burst in list(self._rejects.items()):
+            if not final and now - burst.since < REJECT_EVENT_EVERY_S:
+                continue
+            del self._rejects[stream]
+            fields = {"stream": stream, "key": None, "seq": None, "ts": now,
+                      "since": burst.since, "count": burst.reasons.total(),
+                      "reasons": dict(burst.reasons), "topic": burst.topic,
+                      "detail": burst.detail}  # fmt: skip
+            self._event("reject", fields, out)
 
     def _summary_row(self, sk: tuple[str, str], lr: Learner, now: float) -> tuple[Any, ...]:
         return (
