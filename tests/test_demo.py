@@ -40,3 +40,7 @@ async def test_demo_detects_the_injected_change(tmp_path: Path, broker: str | No
     assert result.alerts - result.caught <= 6  # few false alarms on 3 x 480 readings
     assert any(line.startswith("summary: concept change injected on dev1") for line in lines)
     assert any("version 1 -> 2" in line for line in lines)
+    # Then the drifting boiler's error as a terminal plot, and where the HTML report is.
+    assert any(line.lstrip().startswith("boiler/dev1: mean absolute error") for line in lines)
+    assert f"report: {tmp_path / 'report.html'}   (open it in a browser)" in lines
+    assert (tmp_path / "report.html").read_text().count("Plotly.newPlot(") == 6

@@ -16,8 +16,8 @@ from rich.console import Console
 from rich.table import Table
 
 from edgeml import __version__, cli_models
-from edgeml.cli_common import ConfigOpt, err, fail, load_or_exit
-from edgeml.config import parse_duration, warnings_for
+from edgeml.cli_common import ConfigOpt, err, fail, load_or_exit, split_target
+from edgeml.config import Config, parse_duration, warnings_for
 from edgeml.errors import EdgemlError
 
 app = typer.Typer(
@@ -142,6 +142,14 @@ def status(
         Console().print(view.render(doc, time.time()))
 
 
+SinceOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Only what came after: a duration back from now (30m, 1h, 7d) or an ISO time."
+    ),
+]
+
+
 @app.command()
 def events(
     config: ConfigOpt = Path("config.toml"),
@@ -155,9 +163,7 @@ def events(
         ),
     ] = None,
     stream: Annotated[str | None, typer.Option(help="Only this stream.")] = None,
-    since: Annotated[
-        str | None, typer.Option(help="A duration back from now (30m, 1h, 7d) or an ISO time.")
-    ] = None,
+    since: SinceOpt = None,
     limit: Annotated[int, typer.Option(help="At most this many, newest first.", min=1)] = 100,
     as_json: Annotated[bool, typer.Option("--json", help="JSON, for scripts.")] = False,
 ) -> None:
@@ -190,6 +196,76 @@ def events(
             " ".join(f"{k}={_detail(v)}" for k, v in details.items()),
         )
     Console().print(table)
+
+
+@app.command()
+def report(
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="The HTML file to write.", dir_okay=False)
+    ] = Path("edgeml-report.html"),
+    stream: Annotated[str | None, typer.Option(help="Only this stream.")] = None,
+    since: SinceOpt = None,
+    points: Annotated[
+        int, typer.Option(help="Intervals per plot (each one's mean is a point).", min=10)
+    ] = 300,
+    config: ConfigOpt = Path("config.toml"),
+) -> None:
+    """Write one self-contained HTML file (it opens offline): per stream/key, the error over
+    time with drifts, retraining, promotions and rollbacks marked, and anomalies over time.
+
+    Needs plotly: pip install 'edgeml[report]'. Open the file in a browser, or copy it off
+    the device (scp) first; it holds no secrets, only figures and stream/key names.
+    """
+    cfg = load_or_exit(config)
+    from edgeml.report import write
+
+    _known_stream(cfg, stream, config)
+    _check_access(cfg.node.state_dir)
+    try:
+        with err.status("reading the history"):
+            count = write(output, cfg.db_path, stream, _since(since), points)
+    except (EdgemlError, OSError) as exc:
+        raise fail(str(exc)) from None
+    size = output.stat().st_size / 2**20
+    typer.echo(f"wrote {output} ({count} stream/keys, {size:.1f} MiB): open it in a browser")
+
+
+@app.command()
+def plot(
+    target: Annotated[str, typer.Argument(help="STREAM/KEY, e.g. temperature/kitchen.")],
+    since: SinceOpt = None,
+    height: Annotated[int, typer.Option(help="Rows of the plot.", min=8)] = 20,
+    width: Annotated[
+        int | None, typer.Option(help="Columns (default: the terminal's).", min=40)
+    ] = None,
+    config: ConfigOpt = Path("config.toml"),
+) -> None:
+    """The error of one stream/key over time in the terminal, with drifts and new versions
+    as coloured vertical lines and anomaly flags as x (for SSH; `edgeml report` for a file).
+    """
+    cfg = load_or_exit(config)
+    from edgeml.history import read_history
+    from edgeml.plot import render
+
+    stream_name, key = split_target(target)
+    _known_stream(cfg, stream_name, config)
+    _check_access(cfg.node.state_dir)
+    console = Console()
+    columns = width or min(console.width, 200)
+    try:
+        # Braille draws two points per column.
+        found = read_history(cfg.db_path, stream_name, key, _since(since), points=2 * columns)
+    except EdgemlError as exc:
+        raise fail(str(exc)) from None
+    if not found:
+        raise fail(f"{target}: no such stream/key has learned yet (see `edgeml status`)")
+    typer.echo(render(found[0], columns, height, colour=console.is_terminal))
+
+
+def _known_stream(cfg: Config, stream: str | None, config: Path) -> None:
+    names = [s.name for s in cfg.stream]
+    if stream is not None and stream not in names:
+        raise fail(f"no stream {stream!r} in {config}; its streams: {', '.join(names)}", 2)
 
 
 def _detail(value: Any) -> str:

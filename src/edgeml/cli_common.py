@@ -11,7 +11,7 @@ from rich.console import Console
 from edgeml.config import Config, load
 from edgeml.errors import ConfigError
 
-__all__ = ["ConfigOpt", "err", "fail", "load_or_exit"]
+__all__ = ["ConfigOpt", "err", "fail", "load_or_exit", "split_target"]
 
 ConfigOpt = Annotated[
     Path,
@@ -41,3 +41,11 @@ def load_or_exit(path: Path) -> Config:
     except ConfigError as exc:
         raise fail(str(exc), 2) from None
     return cfg
+
+
+def split_target(target: str) -> tuple[str, str]:
+    """STREAM/KEY -> (stream, key); exit 2 naming the expected form."""
+    stream, sep, key = target.partition("/")
+    if not sep or not stream or not key:
+        raise fail(f"{target!r}: give STREAM/KEY, e.g. temperature/kitchen", 2)
+    return stream, key

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from edgeml.cli_common import ConfigOpt, err, fail, load_or_exit
+from edgeml.cli_common import ConfigOpt, err, fail, load_or_exit, split_target
 from edgeml.config import Config
 from edgeml.errors import EdgemlError
 
@@ -20,13 +20,6 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-
-
-def _split(target: str) -> tuple[str, str]:
-    stream, sep, key = target.partition("/")
-    if not sep or not stream or not key:
-        raise fail(f"{target!r}: give STREAM/KEY, e.g. temperature/kitchen", 2)
-    return stream, key
 
 
 def _report(cfg: Config, command_id: int) -> None:
@@ -110,7 +103,7 @@ def export(
             return
         if target is None:
             raise fail("give STREAM/KEY, or --all", 2)
-        stream, key = _split(target)
+        stream, key = split_target(target)
         manifest: dict[str, Any] = export_bundle(cfg, stream, key, version, out)
     except EdgemlError as exc:
         raise fail(str(exc)) from None
@@ -171,7 +164,7 @@ def rollback(
     cfg = load_or_exit(config)
     from edgeml.registry import list_versions, send_command
 
-    stream, key = _split(target)
+    stream, key = split_target(target)
     try:
         versions = [v["version"] for v in list_versions(cfg.db_path, stream) if v["key"] == key]
         if to not in versions:
@@ -196,7 +189,7 @@ def retrain(
     cfg = load_or_exit(config)
     from edgeml.registry import list_versions, send_command
 
-    stream, key = _split(target)
+    stream, key = split_target(target)
     try:
         if not any(v["key"] == key for v in list_versions(cfg.db_path, stream)):
             raise fail(f"{target}: no such model (see `edgeml models list`)")

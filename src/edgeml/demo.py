@@ -11,6 +11,7 @@ import os
 import random
 import shutil
 import socket
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
@@ -20,6 +21,7 @@ import aiomqtt
 
 from edgeml.config import Config, load
 from edgeml.daemon import Daemon
+from edgeml.errors import EdgemlError
 
 __all__ = ["DemoResult", "run_demo"]
 
@@ -186,8 +188,28 @@ async def run_demo(
         stop.set()
         await task
     _summary(result, say)
-    say(f"state and config: {state}   (try: edgeml status -c {state / 'config.toml'})")
+    _show(cfg, state, say)
     return result
+
+
+def _show(cfg: Config, state: Path, say: Callable[[str], None]) -> None:
+    """The drifting boiler's error in the terminal, the HTML report, where everything is."""
+    from edgeml.history import read_history
+    from edgeml.plot import render
+    from edgeml.report import write
+
+    columns = min(shutil.get_terminal_size().columns, 100)
+    (boiler,) = read_history(cfg.db_path, "boiler", DRIFTING, points=2 * columns)
+    say(render(boiler, columns, 16, colour=sys.stdout.isatty()))
+    config = state / "config.toml"
+    say(f"state and config: {state}   (try: edgeml status -c {config})")
+    try:
+        write(state / "report.html", cfg.db_path)
+    except EdgemlError as exc:
+        say(f"no HTML report: {exc}")
+    else:
+        say(f"report: {state / 'report.html'}   (open it in a browser)")
+    say(f"in a terminal: edgeml plot vibration/{SPIKING} -c {config}")
 
 
 def _summary(r: DemoResult, say: Callable[[str], None]) -> None:
