@@ -59,7 +59,7 @@ def render(h: History, width: int = 80, height: int = 20, colour: bool = True) -
     text = plt.build()
     if not colour:
         text = plt.uncolorize(text)
-    lines = [text.rstrip("\n")]
+    lines = text.rstrip("\n").splitlines()
     kinds = [k for k in MARK_COLOURS if any(m.kind == k for m in h.marks)]
     legend = [f"| {k} ({MARK_COLOURS[k]})" for k in kinds]
     if flagged:
