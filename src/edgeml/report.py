@@ -16,7 +16,7 @@ from typing import Any
 
 from edgeml.errors import EdgemlError
 from edgeml.history import History, Mark, read_history
-from edgeml.queries import read_status
+from edgeml.queries import PROMOTIONS, read_status
 
 __all__ = ["MARK_STYLES", "build", "require_plotly", "write"]
 
@@ -156,7 +156,7 @@ def _summary_row(h: History, metrics: dict[str, Any]) -> str:
         str(sum(b.samples for b in h.buckets)),
         html.escape(shown or "-"),
         str(sum(m.kind == "drift" for m in h.marks)),
-        str(sum(m.kind in ("promotion", "import", "rollback", "guard") for m in h.marks)),
+        str(sum(m.kind in PROMOTIONS for m in h.marks)),
         str(sum(b.flagged for b in h.buckets)) if h.task == "anomaly" else "-",
     ]
     numeric = {3, 5, 6, 7}
