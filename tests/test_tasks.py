@@ -335,6 +335,22 @@ def test_anomaly_metrics_with_ground_truth() -> None:
     assert 0.5 < num(got["roc_auc"]) <= 1.0
 
 
+def test_anomaly_metrics_are_null_while_undefined() -> None:
+    # Labelled, but no real anomaly yet: ROC AUC and recall mean nothing (River says 0).
+    cfg = anomaly_stream(warmup=200)
+    lr = Learner(cfg, KEY)
+    outs = outcomes(cfg, sensor_rows(1500), lr)
+    flagged = sum(bool(o.flag) for o in outs[200:])
+    got = lr.metrics()
+    assert got["roc_auc"] is None and got["recall"] is None
+    # some normal readings are above the 0.99 quantile: flagged, so precision is 0
+    assert flagged > 0 and got["precision"] == 0.0
+    # Once an anomaly comes, all three are numbers again.
+    outcomes(cfg, sensor_rows(5, seed=1, spike=lambda i: True), lr)
+    got = lr.metrics()
+    assert got["recall"] is not None and got["roc_auc"] is not None
+
+
 def test_anomaly_metrics_without_ground_truth_are_only_the_rate() -> None:
     cfg = anomaly_stream(warmup=200, label=None)
     lr = Learner(cfg, KEY)

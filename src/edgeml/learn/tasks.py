@@ -207,9 +207,13 @@ class Anomaly(Task):
             "anomaly_rate": self.flagged / self.judged if self.judged else None
         }
         if self.labelled:
-            out["roc_auc"] = float(self.roc_auc.get())
-            out["precision"] = float(self.precision.get())
-            out["recall"] = float(self.recall.get())
+            # Null while undefined, where River says 0: ROC AUC needs both kinds of label,
+            # recall a real anomaly, precision a flag.
+            cm = self.recall.cm
+            positives, negatives = cm.support(True), cm.support(False)
+            out["roc_auc"] = float(self.roc_auc.get()) if positives and negatives else None
+            out["precision"] = float(self.precision.get()) if cm.sum_col[True] else None
+            out["recall"] = float(self.recall.get()) if positives else None
         return out
 
 
