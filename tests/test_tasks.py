@@ -5,14 +5,16 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
+import pickle
 import random
 import statistics
+import tracemalloc
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from river import datasets, evaluate, linear_model, metrics, preprocessing
+from river import datasets, evaluate, linear_model, metrics, preprocessing, utils
 
 from edgeml.config import (
     PRESET_TASKS,
@@ -25,6 +27,7 @@ from edgeml.config import (
 from edgeml.errors import ConfigError
 from edgeml.learn import Learner, offline, snapshot
 from edgeml.learn.presets import build_model, check_params, estimator_of
+from edgeml.learn.tasks import RollingMean
 from edgeml.records import Outcome, Request, Sample
 
 KEY = "default"
@@ -569,3 +572,61 @@ def test_snapshot_of_a_challenger_in_its_grace_period() -> None:
     assert len(ended) == 1  # the verdict came after the snapshot, the same in both
     assert original.challenger is None and restored.challenger is None
     assert restored.model_version == original.model_version
+
+
+# --- rolling metrics -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [1, 7, 500])
+def test_rolling_mean_equals_rivers_rolling_metrics(size: int) -> None:
+    rng = random.Random(size)
+    mine_mae, mine_acc = RollingMean(size), RollingMean(size)
+    mae = utils.Rolling(metrics.MAE, window_size=size)
+    acc = utils.Rolling(metrics.Accuracy, window_size=size)
+    for _ in range(3 * size + 11):  # wraps a few times and stops mid-window
+        y, p = rng.gauss(0, 1e3), rng.gauss(0, 1e3)
+        mine_mae.update(abs(y - p))
+        mae.update(y, p)
+        label, guess = rng.random() < 0.5, rng.random() < 0.5
+        mine_acc.update(float(label == guess))
+        acc.update(label, guess)
+        assert mine_mae.get() == pytest.approx(mae.get(), rel=1e-12)
+        assert mine_acc.get() == pytest.approx(acc.get(), rel=1e-12)
+
+
+def test_rolling_mean_is_small_and_pickles() -> None:
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    r = RollingMean(500)
+    for i in range(1234):
+        r.update(float(i))
+    size = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert size < 8 * 1024  # River's Rolling(MAE) of 500 holds about 110 KiB
+    copy = pickle.loads(pickle.dumps(r))
+    copy.update(5.0)
+    r.update(5.0)
+    assert copy.get() == r.get() == pytest.approx(statistics.fmean([*range(735, 1234), 5.0]))
+
+
+@pytest.mark.parametrize("task", ["regression", "classification"])
+def test_a_snapshot_with_rivers_rolling_window_keeps_its_rolling_metric(task: str) -> None:
+    # Snapshots taken before RollingMean pickled River's utils.Rolling in the task.
+    cfg = stream(task, features=("a", "b"))
+    rows = linear_rows(800) if task == "regression" else binary_rows(800)
+    lr = Learner(cfg, KEY)
+    outs = feed(lr, rows)
+    metric = metrics.MAE if task == "regression" else metrics.Accuracy
+    old = utils.Rolling(metric, window_size=cfg.rolling_window)
+    for o in outs:
+        if task == "regression" and o.y_pred is not None:
+            old.update(o.sample.y, o.y_pred)
+        elif task == "classification" and o.label is not None:
+            old.update(o.sample.label, o.label)
+    name = "rolling_mae" if task == "regression" else "rolling_accuracy"
+    assert lr.metrics()[name] == pytest.approx(old.get(), rel=1e-12)
+    lr.task.rolling = old  # as an older edgeml left it
+    back = round_trip(lr)
+    assert isinstance(back.task.rolling, RollingMean)
+    assert back.metrics()[name] == pytest.approx(old.get(), rel=1e-12)
+    assert back.metrics() == pytest.approx(Learner.from_state(cfg, KEY, lr.state()).metrics())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import math
+from array import array
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -18,7 +19,7 @@ from river import metrics, utils
 from edgeml.config import StreamConfig
 from edgeml.records import Label, Sample
 
-__all__ = ["Prediction", "Task", "make_task"]
+__all__ = ["Prediction", "RollingMean", "Task", "make_task"]
 
 
 class Prediction(NamedTuple):
@@ -30,6 +31,46 @@ class Prediction(NamedTuple):
     flag: bool | None = None
 
 
+class RollingMean:
+    """The mean of the last `size` values, in an array of floats with a running sum.
+
+    It replaces River's `utils.Rolling(metrics.MAE)` and `Rolling(metrics.Accuracy)`, which
+    keep every update's arguments as tuples: 110 KiB per stream/key at 500 values, against
+    4 KiB here. The sum is recomputed exactly each time the window wraps, so rounding errors
+    cannot build up over years of readings.
+    """
+
+    __slots__ = ("_next", "_sum", "_values", "count", "size")
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._values = array("d", bytes(8 * size))
+        self._next = 0
+        self.count = 0
+        self._sum = 0.0
+
+    def update(self, value: float) -> None:
+        if self.count == self.size:
+            self._sum -= self._values[self._next]
+        else:
+            self.count += 1
+        self._values[self._next] = value
+        self._sum += value
+        self._next = (self._next + 1) % self.size
+        if self._next == 0:
+            self._sum = math.fsum(self._values)
+
+    def get(self) -> float:
+        return self._sum / self.count if self.count else 0.0
+
+    def __getstate__(self) -> tuple[int, bytes, int, int, float]:
+        return self.size, self._values.tobytes(), self._next, self.count, self._sum
+
+    def __setstate__(self, state: tuple[int, bytes, int, int, float]) -> None:
+        self.size, values, self._next, self.count, self._sum = state
+        self._values = array("d", values)
+
+
 class Task:
     """Regression: the base every task refines."""
 
@@ -39,8 +80,22 @@ class Task:
         self.mae = metrics.MAE()
         self.rmse = metrics.RMSE()
         self.r2 = metrics.R2()
-        self.rolling: Any = utils.Rolling(metrics.MAE, window_size=stream.rolling_window)
+        self.rolling = RollingMean(stream.rolling_window)  # of the absolute error
         self.scored = 0  # predictions the metrics have seen
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Snapshots taken before RollingMean hold River's utils.Rolling: keep its window.
+        old = state.get("rolling")
+        if isinstance(old, utils.Rolling):
+            state["rolling"] = RollingMean(old.window_size)
+            for (y_true, y_pred), _ in old.window:
+                state["rolling"].update(self._rolled(y_true, y_pred))
+        self.__dict__.update(state)
+
+    @staticmethod
+    def _rolled(y_true: Any, y_pred: Any) -> float:
+        """What the rolling metric averages for one prediction (of a pre-RollingMean window)."""
+        return float(abs(y_true - y_pred))
 
     def inputs(self, s: Sample) -> dict[str, float] | None:
         """The model's input for this sample; None when it cannot be predicted yet."""
@@ -63,7 +118,7 @@ class Task:
         self.mae.update(s.y, p.value)
         self.rmse.update(s.y, p.value)
         self.r2.update(s.y, p.value)
-        self.rolling.update(s.y, p.value)
+        self.rolling.update(abs(s.y - p.value))
 
     def learn(self, model: Any, x: dict[str, float] | None, s: Sample) -> None:
         model.learn_one(x, s.y)
@@ -104,9 +159,13 @@ class Classification(Task):
         self.f1 = metrics.F1()  # binary: the positive class is True (or 1)
         self.macro_f1 = metrics.MacroF1()
         self.logloss = metrics.CrossEntropy()  # log loss, for two classes or more
-        self.rolling: Any = utils.Rolling(metrics.Accuracy, window_size=stream.rolling_window)
+        self.rolling = RollingMean(stream.rolling_window)  # of 1 for right, 0 for wrong
         self.classes: set[Label] = set()
         self.scored = 0
+
+    @staticmethod
+    def _rolled(y_true: Any, y_pred: Any) -> float:
+        return float(y_true == y_pred)
 
     def predict(self, model: Any, x: dict[str, float]) -> Prediction:
         proba = model.predict_proba_one(x)
@@ -132,7 +191,7 @@ class Classification(Task):
         self.f1.update(s.label, p.label)  # type: ignore[arg-type]  # any label; True is positive
         self.macro_f1.update(s.label, p.label)
         self.logloss.update(s.label, p.proba)
-        self.rolling.update(s.label, p.label)
+        self.rolling.update(float(p.label == s.label))
 
     def learn(self, model: Any, x: dict[str, float] | None, s: Sample) -> None:
         if s.label is not None:
