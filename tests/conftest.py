@@ -239,8 +239,8 @@ class DaemonProcess:
         self.log = config.parent / "daemon.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    def start(self, **env_vars: str) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **env_vars}
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "edgeml", "run", "-c", str(self.config)],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -294,3 +295,57 @@ async def test_kills_around_a_drift_end_with_the_challenger_history_of_a_run_tha
             checked += 1
         assert {(key, s) for s in promoted} == {(k, s) for k, s in promoted_live if k == key}
     assert checked == len(messages)
+
+
+async def test_a_kill_right_after_a_warm_start_loses_no_retrain_event(
+    broker: Broker, tmp_path: Path, daemon_process: Any
+) -> None:
+    """The retrain event is committed after the sample whose drift asked for the warm start.
+    EDGEML_FAILPOINT kills the daemon (SIGKILL) in exactly that gap, which no timing from
+    outside hits reliably; the replay must record the event, once, as a run that never
+    stopped records it.
+    """
+    from edgeml.learn import offline
+    from edgeml.records import Sample
+
+    config = write_config(tmp_path, broker, DRIFTING, extra=FAST_SNAPSHOTS)
+    cfg = load_config(config)
+    d = daemon_process(config)
+    d.start(EDGEML_FAILPOINT="warm_start")
+    await d.wait_ready()
+    messages = drifting(2400, change=1500)
+    publisher = asyncio.create_task(publish_paced(broker, messages, 2000))
+    assert await asyncio.to_thread(d.wait, 60) == -signal.SIGKILL
+    # The gap was hit: the drift is stored, the warm start it asked for is not.
+    assert db_rows(cfg, "SELECT count(*) FROM events WHERE kind = 'drift'") == [(1,)]
+    assert db_rows(cfg, "SELECT count(*) FROM events WHERE kind = 'retrain'") == [(0,)]
+    d = daemon_process(config)
+    d.start()
+    await d.wait_ready()
+    await asyncio.wait_for(publisher, 60)
+    assert await settle(cfg, len(messages)) == len(messages)
+    d.terminate()
+    assert d.wait(10) == 0
+
+    stream = cfg.stream[0]
+    expected = []
+    for key in ("m0", "m1"):
+        rows = db_rows(
+            cfg,
+            "SELECT s.ts, s.x, s.y FROM samples s JOIN series r ON r.id = s.series"
+            " WHERE r.key = ? ORDER BY s.seq",
+            key,
+        )
+        samples = [Sample("power", key, ts, json.loads(x), y) for ts, x, y in rows]
+        seqs = [seq for (seq,) in db_rows(
+            cfg, "SELECT s.seq FROM samples s JOIN series r ON r.id = s.series"
+            " WHERE r.key = ? ORDER BY s.seq", key)]  # fmt: skip
+        for seq, (_, answered) in zip(seqs, offline.run(stream, samples), strict=True):
+            expected += [(key, seq, e.data["warm_start"]) for e in answered if e.kind == "retrain"]
+    stored = [
+        (key, seq, json.loads(data)["warm_start"])
+        for key, seq, data in db_rows(
+            cfg, "SELECT key, seq, data FROM events WHERE kind = 'retrain' ORDER BY key, seq"
+        )
+    ]
+    assert expected and stored == sorted(expected)

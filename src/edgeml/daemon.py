@@ -39,6 +39,15 @@ _COMMANDS_EVERY = 1.0
 _DRY_BATCH = 32
 
 
+# A test names a point to be killed at (kill -9) where no timing from outside can hit it.
+_FAILPOINT = os.environ.get("EDGEML_FAILPOINT")
+
+
+def _failpoint(name: str) -> None:
+    if name == _FAILPOINT:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _bytes_written() -> int | None:
     """Bytes this process caused to be written to storage (Linux), for the SD-card budget."""
     try:
@@ -291,7 +300,11 @@ class Daemon:
 
     async def _answer(self, store: Store, pipeline: Pipeline, out: list[Outgoing] | None) -> None:
         """Give learners what they asked for from the store, before the next sample, so a
-        replay of the log asks and gets the same. `out` None: a replay at start-up.
+        replay of the log asks and gets the same. `out` None: a replay of the log.
+
+        What an answer records (the retrain event, a new version) is committed after the
+        sample that asked: a kill in between loses it, and the replay records it then,
+        without publishing it (its moment has passed).
         """
         if out is not None:
             await self._flush(pipeline)
@@ -300,22 +313,27 @@ class Daemon:
             if sk not in pipeline.learners:  # evicted by the message that asked
                 await self._bring_back(pipeline, [sk])
             sid = pipeline.series[sk]
+            learner = pipeline.learners[sk]
             if request.kind == "challenger":
                 rows = await store.recent_samples(sid, request.samples, request.seq)
-                pipeline.start_challenger(sk, request, rows, out)
+                lost = out is None and not await store.has_event(
+                    "retrain", sk[0], sk[1], request.seq, learner.last_seen
+                )
+                pipeline.start_challenger(sk, request, rows, [] if lost else out)
+                _failpoint("warm_start")
                 continue
             # The guard: a model that predicted a non-finite number gives way to the stored
             # state of its version as it was promoted (a fresh model if that fails too).
-            learner = pipeline.learners[sk]
             blob = await store.version_blob(sid, request.version)
             try:
                 model = pickle.loads(blob) if blob else build_model(learner.stream)
             except Exception:  # an unloadable blob must not stop the daemon; start afresh
                 model = build_model(learner.stream)
-            if out is None:
-                learner.replace_model(model, learner.latest_version + 1)
+            version = learner.latest_version + 1
+            if out is None and await store.has_version(sid, version):
+                learner.replace_model(model, version)
             else:
-                pipeline.promote(sk[0], sk[1], model, learner.latest_version + 1, "guard", out)
+                pipeline.promote(sk[0], sk[1], model, version, "guard", [] if out is None else out)
 
     async def _apply_commands(self, pipeline: Pipeline, out: list[Outgoing]) -> None:
         """Apply what the CLI asked for (rollback, import); each gets a result row."""

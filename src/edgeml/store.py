@@ -266,6 +266,21 @@ class Store:
             row = await cur.fetchone()
         return int(row[0]) if row else 0
 
+    async def has_event(self, kind: str, stream: str, key: str, seq: int, ts: float) -> bool:
+        """Whether this event is stored (found by its time, which the events index covers)."""
+        rows = await self._db.execute_fetchall(
+            "SELECT 1 FROM events WHERE ts = ? AND kind = ? AND stream = ? AND key = ?"
+            " AND seq = ? LIMIT 1",
+            (ts, kind, stream, key, seq),
+        )
+        return bool(list(rows))
+
+    async def has_version(self, series: int, version: int) -> bool:
+        rows = await self._db.execute_fetchall(
+            "SELECT 1 FROM models WHERE series = ? AND version = ?", (series, version)
+        )
+        return bool(list(rows))
+
     async def version_blob(self, series: int, version: int) -> bytes | None:
         async with self._db.execute(
             "SELECT CAST(blob AS BLOB) FROM models WHERE series = ? AND version = ?",
