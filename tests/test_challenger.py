@@ -16,6 +16,7 @@ import pytest
 from edgeml.config import DriftConfig, RetrainConfig, StreamConfig
 from edgeml.learn import Learner, offline
 from edgeml.learn.challenger import EARLY_T, FINAL_T, MIN_EVIDENCE, Challenger
+from edgeml.learn.tasks import MAX_PREDICTION
 from edgeml.records import ModelEvent, Outcome, Request, Sample
 
 KEY = "default"
@@ -23,7 +24,11 @@ CHANGE = 3000  # the index of the first sample of the new regime (seq CHANGE + 1
 
 
 def make_stream(
-    model: str = "tree", policy: str = "challenger", grace: int = 200, every: str | None = None
+    model: str = "tree",
+    policy: str = "challenger",
+    grace: int = 200,
+    every: str | None = None,
+    params: dict[str, Any] | None = None,
 ) -> StreamConfig:
     return StreamConfig(
         name="s",
@@ -31,6 +36,7 @@ def make_stream(
         target="y",
         features=("a", "b"),
         model=model,
+        params=params or {},
         retrain=RetrainConfig(policy=policy, grace=grace, every=every),  # type: ignore[arg-type]
         drift=DriftConfig(warmup=500),
     )
@@ -339,16 +345,31 @@ def test_schedule_waits_while_a_challenger_runs() -> None:
 
 
 class Diverged:
-    """A model that has blown up: every prediction is NaN, learning changes nothing."""
+    """A model that has blown up: every prediction is `value`, learning changes nothing."""
+
+    def __init__(self, value: float = float("nan")) -> None:
+        self.value = value
 
     def predict_one(self, x: dict[str, float]) -> float:
-        return float("nan")
+        return self.value
 
     def learn_one(self, x: dict[str, float], y: Any = None) -> None:
         pass
 
 
-def test_non_finite_prediction_asks_for_the_last_good_version() -> None:
+@pytest.mark.parametrize(
+    ("value", "detail"),
+    [
+        (float("nan"), "non-finite prediction"),
+        (float("-inf"), "non-finite prediction"),
+        # Finite, but squared by RMSE it overflows: River raises OverflowError.
+        (1e200, "diverged prediction"),
+        (-2e18, "diverged prediction"),
+    ],
+)
+def test_non_finite_or_absurd_prediction_asks_for_the_last_good_version(
+    value: float, detail: str
+) -> None:
     cfg = make_stream(model="linear")
     lr = Learner(cfg, KEY)
     rows = stationary(300, step=1.0)
@@ -357,12 +378,13 @@ def test_non_finite_prediction_asks_for_the_last_good_version() -> None:
     lr.start_challenger(Request("challenger", "manual", 100, 50), rows[50:100])
     assert lr.challenger is not None
     good = lr.model
-    lr.model = Diverged()
+    lr.model = Diverged(value)
     metrics_before = lr.metrics()
     o = lr.process(rows[100], 101)
     assert (o.y_pred, o.error, o.model_version) == (None, None, 1)
     assert [e.kind for e in o.events] == ["guard"]
     assert o.events[0].data["version"] == 1
+    assert o.events[0].data["detail"] == detail
     assert o.request == Request("restore", "guard", 101, version=1)
     assert lr.challenger is None  # dropped with the champion's trouble
     assert lr.metrics() == metrics_before  # nothing was scored
@@ -370,6 +392,32 @@ def test_non_finite_prediction_asks_for_the_last_good_version() -> None:
     o = lr.process(rows[101], 102)
     assert o.y_pred is not None and math.isfinite(o.y_pred)
     assert o.model_version == 2
+
+
+def test_a_challenger_with_absurd_predictions_is_not_scored_and_never_promoted() -> None:
+    cfg = make_stream(model="linear")
+    lr = Learner(cfg, KEY)
+    rows = stationary(600, step=1.0)
+    for seq, s in enumerate(rows[:100], start=1):
+        lr.process(s, seq)
+    lr.start_challenger(Request("challenger", "manual", 100, 50), rows[50:100])
+    assert lr.challenger is not None
+    lr.challenger.model = Diverged(1e200)
+    events = [e for seq, s in enumerate(rows[100:], start=101) for e in lr.process(s, seq).events]
+    assert [e.kind for e in events] == ["challenger_dropped"]
+    assert events[0].data["samples"] == 0 and lr.model_version == 1
+
+
+def test_a_model_whose_params_make_it_diverge_is_guarded_not_crashed() -> None:
+    # An intercept learning rate of 1e200 sends the first prediction to about 1e200.
+    cfg = make_stream(model="linear", params={"intercept_lr": 1e200})
+    lr = Learner(cfg, KEY)
+    guards = 0
+    for seq, s in enumerate(stationary(50, step=1.0), start=1):
+        o = lr.process(s, seq)
+        guards += [e.kind for e in o.events] == ["guard"]
+        assert o.y_pred is None or abs(o.y_pred) <= MAX_PREDICTION
+    assert guards > 0
 
 
 def test_offline_run_restores_the_last_good_version_under_a_new_number() -> None:

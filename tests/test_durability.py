@@ -349,3 +349,60 @@ async def test_a_kill_right_after_a_warm_start_loses_no_retrain_event(
         )
     ]
     assert expected and stored == sorted(expected)
+
+
+DIVERGING = """
+[[stream]]
+name = "power"
+topic = "meter/+/power"
+key = "topic:1"
+target = "p"
+features = ["t", "h", "w"]
+model = "linear"
+# An intercept learning rate that sends predictions to about 1e200 after one reading.
+params = { intercept_lr = 1e200 }
+"""
+
+
+async def test_a_diverging_model_is_guarded_and_a_kill_after_a_guard_loses_no_version(
+    broker: Broker, tmp_path: Path, daemon_process: Any
+) -> None:
+    """Predictions of about 1e200 are finite, but squared by RMSE they overflow: the guard
+    must catch them (before, the daemon died on OverflowError, again after every restart).
+    Each guard brings a stored version back as a new one; EDGEML_FAILPOINT kills the daemon
+    before that version is committed, and the replay must record it.
+    """
+    config = write_config(tmp_path, broker, DIVERGING, extra=FAST_SNAPSHOTS)
+    cfg = load_config(config)
+    d = daemon_process(config)
+    d.start(EDGEML_FAILPOINT="guard")
+    await d.wait_ready()
+    messages = drifting(200, change=10_000, devices=1)
+    publisher = asyncio.create_task(publish_paced(broker, messages, 500))
+    assert await asyncio.to_thread(d.wait, 60) == -signal.SIGKILL
+    # The gap was hit: the guard is stored, the version it restored is not.
+    assert db_rows(cfg, "SELECT count(*) FROM events WHERE kind = 'guard'") == [(1,)]
+    assert db_rows(cfg, "SELECT max(version) FROM models") == [(1,)]
+    d = daemon_process(config)
+    d.start()
+    await d.wait_ready()
+    await asyncio.wait_for(publisher, 60)
+    assert await settle(cfg, len(messages)) == len(messages)
+    d.terminate()
+    assert d.wait(10) == 0
+
+    guards = db_rows(cfg, "SELECT seq FROM events WHERE kind = 'guard' ORDER BY seq")
+    restores = db_rows(
+        cfg,
+        "SELECT seq FROM events WHERE kind = 'promotion'"
+        " AND json_extract(data, '$.reason') = 'guard' ORDER BY seq",
+    )
+    assert len(guards) > 10 and restores == guards  # one restore per guard, none lost
+    # Every version that served a prediction is in the registry, numbered without a gap.
+    versions = [v for (v,) in db_rows(cfg, "SELECT version FROM models ORDER BY version")]
+    assert versions == list(range(1, len(guards) + 2))
+    served = {v for (v,) in db_rows(cfg, "SELECT DISTINCT model_version FROM predictions")}
+    assert served <= set(versions)
+    predictions = [p for (p,) in db_rows(cfg, "SELECT y_pred FROM predictions")]
+    assert predictions and all(abs(p) <= 1e18 for p in predictions)
+    assert read_status(cfg.db_path)["streams"][0]["model_version"] == versions[-1]

@@ -334,6 +334,7 @@ class Daemon:
                 learner.replace_model(model, version)
             else:
                 pipeline.promote(sk[0], sk[1], model, version, "guard", [] if out is None else out)
+                _failpoint("guard")
 
     async def _apply_commands(self, pipeline: Pipeline, out: list[Outgoing]) -> None:
         """Apply what the CLI asked for (rollback, import); each gets a result row."""

@@ -11,7 +11,7 @@ from river import drift
 from edgeml.config import StreamConfig
 from edgeml.learn.challenger import Challenger
 from edgeml.learn.presets import build_model
-from edgeml.learn.tasks import Prediction, Task, make_task
+from edgeml.learn.tasks import Prediction, Task, make_task, usable
 from edgeml.records import DriftEvent, ModelEvent, Outcome, Request, Sample
 
 __all__ = ["Learner"]
@@ -106,18 +106,25 @@ class Learner:
         self.samples += 1
         self.last_seen = sample.ts
         self.last_seq = seq
-        if p.value is not None and not math.isfinite(p.value):
-            return self._diverged(sample, seq)
+        if p.value is not None and not usable(p.value):
+            return self._diverged(sample, seq, p.value)
         loss = task.loss(p, sample)
         task.score(p, sample)
         alert = task.alert(p, sample)
         events: list[ModelEvent] = []
         ch = self.challenger
         if ch is not None and x is not None:
-            ch_loss = task.loss(task.predict(ch.model, x), sample)
-            if loss is not None and ch_loss is not None and math.isfinite(ch_loss):
-                ch.observe(loss, ch_loss)
-            task.learn(ch.model, x, sample)
+            cp = task.predict(ch.model, x)
+            if cp.value is not None and not usable(cp.value):
+                # A diverged challenger is no contender: it could never be judged.
+                figures = {**ch.figures(), "detail": "diverged prediction"}
+                self.challenger = ch = None
+                events.append(self._event("challenger_dropped", sample.ts, seq, figures))
+            else:
+                ch_loss = task.loss(cp, sample)
+                if loss is not None and ch_loss is not None:
+                    ch.observe(loss, ch_loss)
+                task.learn(ch.model, x, sample)
         if x is not None:
             task.learn(self.model, x, sample)
         task.observe(sample)
@@ -193,12 +200,13 @@ class Learner:
         self.next_scheduled = ts + every
         return True
 
-    def _diverged(self, sample: Sample, seq: int) -> Outcome:
-        """A non-finite prediction: nothing is served or learned, the last good version is
-        asked for (the pipeline answers with `replace_model`).
+    def _diverged(self, sample: Sample, seq: int, value: float) -> Outcome:
+        """A non-finite or absurd prediction (beyond MAX_PREDICTION): nothing is served or
+        learned, the last good version is asked for (the pipeline answers with `replace_model`).
         """
         self.challenger = None
-        data = {"version": self.model_version, "detail": "non-finite prediction"}
+        detail = "non-finite prediction" if not math.isfinite(value) else "diverged prediction"
+        data = {"version": self.model_version, "detail": detail, "value": repr(value)}
         event = self._event("guard", sample.ts, seq, data)
         request = Request("restore", "guard", seq, version=self.model_version)
         return Outcome(

@@ -17,9 +17,19 @@ from typing import Any, NamedTuple
 from river import metrics, utils
 
 from edgeml.config import StreamConfig
+from edgeml.decode import MAX_ABS_VALUE
 from edgeml.records import Label, Sample
 
-__all__ = ["Prediction", "RollingMean", "Task", "make_task"]
+__all__ = ["MAX_PREDICTION", "Prediction", "RollingMean", "Task", "make_task", "usable"]
+
+# A prediction beyond this has diverged: readings are at most MAX_ABS_VALUE (1e15), and squared
+# by a metric a much larger one would overflow (River raises OverflowError beyond ~1e154).
+MAX_PREDICTION = 1e3 * MAX_ABS_VALUE
+
+
+def usable(value: float) -> bool:
+    """Whether a prediction (or its loss) is a number the metrics can take."""
+    return math.isfinite(value) and abs(value) <= MAX_PREDICTION
 
 
 class Prediction(NamedTuple):
@@ -357,7 +367,7 @@ class Forecast(Task):
             if x is None:
                 return ()
             v = h[-1] + float(model.predict_one(x))
-            if not math.isfinite(v):
+            if not usable(v):
                 return ()
             out.append(v)
             h.append(v)
