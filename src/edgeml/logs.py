@@ -88,7 +88,7 @@ def _priority(level: int) -> int:
 
 
 class RateLimitedLog:
-    """At most `burst` lines per key per `window_s`; the next says how many were held back."""
+    """At most `burst` lines per bucket per `window_s`; the next says how many were held back."""
 
     def __init__(
         self,
@@ -101,18 +101,26 @@ class RateLimitedLog:
         self._burst = burst
         self._window = window_s
         self._clock = clock
-        self._state: dict[str, list[float]] = {}  # key -> [window start, count, suppressed]
+        self._state: dict[str, list[float]] = {}  # bucket -> [window start, count, suppressed]
 
-    def warning(self, event: str, key: str, **fields: Any) -> None:
+    def warning(self, event: str, bucket: str, /, **fields: Any) -> None:
+        self._emit(self._log.warning, event, bucket, fields)
+
+    def error(self, event: str, bucket: str, /, **fields: Any) -> None:
+        self._emit(self._log.error, event, bucket, fields)
+
+    def _emit(
+        self, emit: Callable[..., Any], event: str, bucket: str, fields: dict[str, Any]
+    ) -> None:
         now = self._clock()
-        state = self._state.get(key)
+        state = self._state.get(bucket)
         if state is None or now - state[0] >= self._window:
             suppressed = int(state[2]) if state else 0
-            state = self._state[key] = [now, 0.0, 0.0]
+            state = self._state[bucket] = [now, 0.0, 0.0]
             if suppressed:
                 fields["suppressed"] = suppressed
         if state[1] < self._burst:
             state[1] += 1
-            self._log.warning(event, **fields)
+            emit(event, **fields)
         else:
             state[2] += 1

@@ -92,6 +92,7 @@ class Pipeline:
         self.rejected: collections.Counter[str] = collections.Counter()
         self._rejects: dict[str, _Rejects] = {}  # by stream, until their event is added
         self.learned = 0
+        self.model_errors = 0  # samples on which River raised
         self.duplicates = 0
         self.unmatched = 0
         self.dirty: set[tuple[str, str]] = set()
@@ -119,7 +120,9 @@ class Pipeline:
         A request it makes again is queued in `requests`, to be answered before the next.
         """
         seq, ts, x, y, label = row
-        outcome = self.learners[(stream, key)].process(Sample(stream, key, ts, x, y, label), seq)
+        outcome = self._process(
+            self.learners[(stream, key)], Sample(stream, key, ts, x, y, label), seq
+        )
         if outcome.request is not None:
             self.requests.append(((stream, key), outcome.request))
         self.dirty.add((stream, key))
@@ -221,7 +224,7 @@ class Pipeline:
         learner = self._learner(sample.stream, sample.key)
         seq = self.next_seq
         self.next_seq += 1
-        outcome = learner.process(sample, seq)
+        outcome = self._process(learner, sample, seq)
         self.learned += 1
         sid = self.series[sk]
         b = self.batch
@@ -266,6 +269,25 @@ class Pipeline:
             self._model_event(learner, event, out)
         if outcome.request is not None:
             self.requests.append((sk, outcome.request))
+
+    def _process(self, learner: Learner, sample: Sample, seq: int) -> Outcome:
+        """Test-then-train one sample. An error River raises on it costs that reading its
+        prediction, never the daemon, which would meet it again after every restart.
+        """
+        try:
+            return learner.process(sample, seq)
+        except Exception as exc:
+            self.model_errors += 1
+            self._warn.error(
+                "model_error",
+                f"{sample.stream}/{sample.key}",
+                stream=sample.stream,
+                key=sample.key,
+                seq=seq,
+                error=f"{type(exc).__name__}: {exc}",
+                exc_info=exc,
+            )
+            return Outcome(sample, seq, None, None, learner.model_version)
 
     def _alert(self, outcome: Outcome, out: list[Outgoing]) -> None:
         s = outcome.sample
