@@ -512,6 +512,17 @@ def test_param_value_river_refuses_only_when_learning_is_a_config_error() -> Non
         check_params(Config(stream=(cfg,)))
 
 
+def test_params_that_make_the_model_diverge_are_a_config_error() -> None:
+    # No River error: the predictions just explode (about 1e200 after one reading).
+    cfg = stream(model="linear", features=("a", "b"), params={"intercept_lr": 1e200})
+    with pytest.raises(
+        ConfigError,
+        match=r"stream\.0\.params: LinearRegression refuses them: the model diverges on a few "
+        r"gentle readings \(diverged prediction: ",
+    ):
+        check_params(Config(stream=(cfg,)))
+
+
 # --- snapshots -------------------------------------------------------------------------------
 
 

@@ -90,7 +90,13 @@ def _try(stream: StreamConfig) -> None:
     label = True if stream.task == "classification" else None
     y = None if stream.task in ("classification", "anomaly") else 1.0
     for i in range(max(stream.forecast.lags, stream.forecast.season) + 3):
-        learner.process(Sample(stream.name, "check", float(i), x, y and y + i, label), i + 1)
+        s = Sample(stream.name, "check", float(i), x, y and y + i, label)
+        for event in learner.process(s, i + 1).events:
+            if event.kind == "guard":
+                raise ValueError(
+                    f"the model diverges on a few gentle readings ({event.data['detail']}: "
+                    f"{event.data['value']})"
+                )
 
 
 def check_params(cfg: Config) -> None:
