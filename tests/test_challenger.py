@@ -16,6 +16,7 @@ import pytest
 from edgeml.config import DriftConfig, RetrainConfig, StreamConfig
 from edgeml.learn import Learner, offline
 from edgeml.learn.challenger import EARLY_T, FINAL_T, MIN_EVIDENCE, Challenger
+from edgeml.learn.learner import GUARD_QUIET
 from edgeml.learn.tasks import MAX_PREDICTION
 from edgeml.records import ModelEvent, Outcome, Request, Sample
 
@@ -453,3 +454,25 @@ def test_the_same_samples_give_the_same_outcomes_and_events(model: str) -> None:
     kinds = [e.kind for e in all_events(first)]
     assert "retrain" in kinds  # the replay went through a retrain
     assert [o.y_pred for o, _ in first] == [o.y_pred for o, _ in second]
+
+
+def test_a_model_that_diverges_again_soon_comes_back_under_its_own_number() -> None:
+    cfg = make_stream(model="linear")
+    lr = Learner(cfg, KEY)
+    rows = stationary(400, step=1.0)
+    gen = offline.run(cfg, rows, lr)
+    for _ in range(150):
+        next(gen)
+    lr.model = Diverged()
+    first, _ = next(gen)
+    assert first.request is not None and not first.request.in_place
+    assert (lr.model_version, lr.latest_version) == (2, 2)
+    # Diverging again within GUARD_QUIET readings of that restore: no new version.
+    for _ in range(GUARD_QUIET - 1):
+        next(gen)
+    lr.model = Diverged()
+    second, _ = next(gen)
+    assert second.request is not None and second.request.in_place
+    assert second.events[0].data["restore"] == "in place"
+    assert (lr.model_version, lr.latest_version) == (2, 2)
+    assert all(o.model_version == 2 and o.y_pred is not None for o, _ in gen)

@@ -329,6 +329,9 @@ class Daemon:
                 model = pickle.loads(blob) if blob else build_model(learner.stream)
             except Exception:  # an unloadable blob must not stop the daemon; start afresh
                 model = build_model(learner.stream)
+            if request.in_place:
+                learner.replace_model(model, learner.model_version)
+                continue
             version = learner.latest_version + 1
             if out is None and await store.has_version(sid, version):
                 learner.replace_model(model, version)

@@ -101,7 +101,8 @@ class Request:
     """The learner needs data only the store has before it can go on.
 
     `challenger`: a fresh model warm-started on the newest `samples` of the log up to `seq`;
-    `restore`: the stored model of version `version` (the last good one).
+    `restore`: the stored model of version `version` (the last good one), as a new version,
+    or `in_place` under its own number (it diverged again soon after it was installed).
     """
 
     kind: Literal["challenger", "restore"]
@@ -110,6 +111,7 @@ class Request:
     samples: int = 0
     version: int = 0
     drift: DriftEvent | None = None
+    in_place: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,9 @@ __all__ = ["Learner"]
 # A warm start takes at least this many samples: right after a detection ADWIN's window
 # can be a handful, too few to fit anything.
 WARM_MIN = 50
+# A model that diverges again within this many scored readings of being installed is
+# restored under its own number (see Learner._diverged).
+GUARD_QUIET = 100
 
 
 class Learner:
@@ -203,12 +206,18 @@ class Learner:
     def _diverged(self, sample: Sample, seq: int, value: float) -> Outcome:
         """A non-finite or absurd prediction (beyond MAX_PREDICTION): nothing is served or
         learned, the last good version is asked for (the pipeline answers with `replace_model`).
+
+        A model that diverges again within GUARD_QUIET readings of being installed comes back
+        under its own number: each restore is then the same stored model, and a new version
+        per reading would fill the disk while the readings that cause it go on.
         """
         self.challenger = None
+        in_place = self.watched < GUARD_QUIET
         detail = "non-finite prediction" if not math.isfinite(value) else "diverged prediction"
-        data = {"version": self.model_version, "detail": detail, "value": repr(value)}
+        data = {"version": self.model_version, "detail": detail, "value": repr(value),
+                "restore": "in place" if in_place else "new version"}  # fmt: skip
         event = self._event("guard", sample.ts, seq, data)
-        request = Request("restore", "guard", seq, version=self.model_version)
+        request = Request("restore", "guard", seq, version=self.model_version, in_place=in_place)
         return Outcome(
             sample, seq, None, None, self.model_version, events=(event,), request=request
         )

@@ -31,7 +31,8 @@ def run(
         if request is not None and request.kind == "challenger":
             answered = lr.start_challenger(request, list(tail)[-request.samples :])
         elif request is not None:
-            lr.replace_model(pickle.loads(versions[request.version]), lr.latest_version + 1)
+            version = lr.model_version if request.in_place else lr.latest_version + 1
+            lr.replace_model(pickle.loads(versions[request.version]), version)
         for event in (*outcome.events, *answered):
             if event.kind == "promotion":
                 versions[lr.model_version] = pickle.dumps(lr.model)
