@@ -264,6 +264,21 @@ class Anomaly(Task):
     def learn(self, model: Any, x: dict[str, float] | None, s: Sample) -> None:
         model.learn_one(x)
 
+    def train(self, model: Any, samples: Iterable[Sample]) -> None:
+        """Warm start after a drift: the detector learns every recent sample, flagged or not.
+
+        Live, the quantile filter keeps flagged readings out of learning, so that a spike is
+        not learned as normal. After a drift that protection would keep the new normal out
+        for good (each of its readings is flagged, so none is learned): the warm-start samples
+        are what the world moved to, and the new model learns them all.
+        """
+        protect = model.protect_anomaly_detector
+        model.protect_anomaly_detector = False
+        try:
+            super().train(model, samples)
+        finally:
+            model.protect_anomaly_detector = protect
+
     def alert(self, p: Prediction, s: Sample) -> bool:
         """A flag is an alert unless another one of this key came within the cooldown."""
         if not p.flag or (self.last_alert is not None and s.ts - self.last_alert < self.cooldown):
