@@ -202,14 +202,25 @@ def _show(cfg: Config, state: Path, say: Callable[[str], None]) -> None:
     (boiler,) = read_history(cfg.db_path, "boiler", DRIFTING, points=2 * columns)
     say(render(boiler, columns, 16, colour=sys.stdout.isatty()))
     config = state / "config.toml"
-    say(f"state and config: {state}   (try: edgeml status -c {config})")
+    edgeml = _command()
+    say(f"state and config: {state}   (try: {edgeml} status -c {config})")
     try:
         write(state / "report.html", cfg.db_path)
     except EdgemlError as exc:
         say(f"no HTML report: {exc}")
     else:
         say(f"report: {state / 'report.html'}   (open it in a browser)")
-    say(f"in a terminal: edgeml plot vibration/{SPIKING} -c {config}")
+    say(f"in a terminal: {edgeml} plot vibration/{SPIKING} -c {config}")
+
+
+def _command() -> str:
+    """How to call edgeml again: `edgeml` if the shell finds it, else the path this one was
+    started by (`make demo` runs .venv/bin/edgeml, which is not on the PATH).
+    """
+    started = Path(sys.argv[0])
+    if started.name != "edgeml" or shutil.which("edgeml"):
+        return "edgeml"
+    return str(started)
 
 
 def _summary(r: DemoResult, say: Callable[[str], None]) -> None:
