@@ -297,6 +297,37 @@ async def test_kills_around_a_drift_end_with_the_challenger_history_of_a_run_tha
     assert checked == len(messages)
 
 
+async def kill_at(
+    failpoint: str,
+    gap: list[tuple[str, list[tuple[Any, ...]]]],
+    config: Path,
+    broker: Broker,
+    messages: list[tuple[str, bytes]],
+    rate: int,
+    daemon_process: Any,
+) -> Config:
+    """Publish `messages` while the daemon runs with EDGEML_FAILPOINT=`failpoint` until it
+    kills itself there; check what the store holds then (`gap`: query, rows); then a new
+    daemon learns the rest and stops cleanly.
+    """
+    cfg = load_config(config)
+    d = daemon_process(config)
+    d.start(EDGEML_FAILPOINT=failpoint)
+    await d.wait_ready()
+    publisher = asyncio.create_task(publish_paced(broker, messages, rate))
+    assert await asyncio.to_thread(d.wait, 60) == -signal.SIGKILL
+    for query, rows in gap:
+        assert db_rows(cfg, query) == rows, query
+    d = daemon_process(config)
+    d.start()
+    await d.wait_ready()
+    await asyncio.wait_for(publisher, 60)
+    assert await settle(cfg, len(messages)) == len(messages)
+    d.terminate()
+    assert d.wait(10) == 0
+    return cfg
+
+
 async def test_a_kill_right_after_a_warm_start_loses_no_retrain_event(
     broker: Broker, tmp_path: Path, daemon_process: Any
 ) -> None:
@@ -309,23 +340,13 @@ async def test_a_kill_right_after_a_warm_start_loses_no_retrain_event(
     from edgeml.records import Sample
 
     config = write_config(tmp_path, broker, DRIFTING, extra=FAST_SNAPSHOTS)
-    cfg = load_config(config)
-    d = daemon_process(config)
-    d.start(EDGEML_FAILPOINT="warm_start")
-    await d.wait_ready()
-    messages = drifting(2400, change=1500)
-    publisher = asyncio.create_task(publish_paced(broker, messages, 2000))
-    assert await asyncio.to_thread(d.wait, 60) == -signal.SIGKILL
     # The gap was hit: the drift is stored, the warm start it asked for is not.
-    assert db_rows(cfg, "SELECT count(*) FROM events WHERE kind = 'drift'") == [(1,)]
-    assert db_rows(cfg, "SELECT count(*) FROM events WHERE kind = 'retrain'") == [(0,)]
-    d = daemon_process(config)
-    d.start()
-    await d.wait_ready()
-    await asyncio.wait_for(publisher, 60)
-    assert await settle(cfg, len(messages)) == len(messages)
-    d.terminate()
-    assert d.wait(10) == 0
+    gap = [
+        ("SELECT count(*) FROM events WHERE kind = 'drift'", [(1,)]),
+        ("SELECT count(*) FROM events WHERE kind = 'retrain'", [(0,)]),
+    ]
+    messages = drifting(2400, change=1500)
+    cfg = await kill_at("warm_start", gap, config, broker, messages, 2000, daemon_process)
 
     stream = cfg.stream[0]
     expected = []
@@ -384,23 +405,13 @@ async def test_a_diverging_model_is_guarded_and_a_kill_after_a_guard_loses_no_ve
     in place, under its own number: no version per reading.
     """
     config = write_config(tmp_path, broker, DIVERGING, extra=FAST_SNAPSHOTS)
-    cfg = load_config(config)
-    d = daemon_process(config)
-    d.start(EDGEML_FAILPOINT="guard")
-    await d.wait_ready()
-    messages = extreme(400, calm=150)
-    publisher = asyncio.create_task(publish_paced(broker, messages, 500))
-    assert await asyncio.to_thread(d.wait, 60) == -signal.SIGKILL
     # The gap was hit: the guard is stored, the version it restored is not.
-    assert db_rows(cfg, "SELECT count(*) FROM events WHERE kind = 'guard'") == [(1,)]
-    assert db_rows(cfg, "SELECT max(version) FROM models") == [(1,)]
-    d = daemon_process(config)
-    d.start()
-    await d.wait_ready()
-    await asyncio.wait_for(publisher, 60)
-    assert await settle(cfg, len(messages)) == len(messages)
-    d.terminate()
-    assert d.wait(10) == 0
+    gap = [
+        ("SELECT count(*) FROM events WHERE kind = 'guard'", [(1,)]),
+        ("SELECT max(version) FROM models", [(1,)]),
+    ]
+    messages = extreme(400, calm=150)
+    cfg = await kill_at("guard", gap, config, broker, messages, 500, daemon_process)
 
     guards = db_rows(cfg, "SELECT seq, data FROM events WHERE kind = 'guard' ORDER BY seq")
     assert len(guards) > 50 and json.loads(guards[0][1])["restore"] == "new version"
