@@ -358,6 +358,17 @@ class Diverged:
         pass
 
 
+def with_challenger(n: int) -> tuple[Learner, list[Sample]]:
+    """A linear learner that has learned 100 of `n` stationary rows and shadows a challenger."""
+    lr = Learner(make_stream(model="linear"), KEY)
+    rows = stationary(n, step=1.0)
+    for seq, s in enumerate(rows[:100], start=1):
+        lr.process(s, seq)
+    lr.start_challenger(Request("challenger", "manual", 100, 50), rows[50:100])
+    assert lr.challenger is not None
+    return lr, rows
+
+
 @pytest.mark.parametrize(
     ("value", "detail"),
     [
@@ -371,13 +382,7 @@ class Diverged:
 def test_non_finite_or_absurd_prediction_asks_for_the_last_good_version(
     value: float, detail: str
 ) -> None:
-    cfg = make_stream(model="linear")
-    lr = Learner(cfg, KEY)
-    rows = stationary(300, step=1.0)
-    for seq, s in enumerate(rows[:100], start=1):
-        lr.process(s, seq)
-    lr.start_challenger(Request("challenger", "manual", 100, 50), rows[50:100])
-    assert lr.challenger is not None
+    lr, rows = with_challenger(300)
     good = lr.model
     lr.model = Diverged(value)
     metrics_before = lr.metrics()
@@ -396,12 +401,7 @@ def test_non_finite_or_absurd_prediction_asks_for_the_last_good_version(
 
 
 def test_a_challenger_with_absurd_predictions_is_not_scored_and_never_promoted() -> None:
-    cfg = make_stream(model="linear")
-    lr = Learner(cfg, KEY)
-    rows = stationary(600, step=1.0)
-    for seq, s in enumerate(rows[:100], start=1):
-        lr.process(s, seq)
-    lr.start_challenger(Request("challenger", "manual", 100, 50), rows[50:100])
+    lr, rows = with_challenger(600)
     assert lr.challenger is not None
     lr.challenger.model = Diverged(1e200)
     events = [e for seq, s in enumerate(rows[100:], start=101) for e in lr.process(s, seq).events]

@@ -18,7 +18,7 @@ from edgeml.errors import EdgemlError
 from edgeml.history import History, Mark, read_history
 from edgeml.queries import PROMOTIONS, read_status
 
-__all__ = ["MARK_STYLES", "build", "require_plotly", "write"]
+__all__ = ["MARK_STYLES", "build", "write"]
 
 # kind -> (colour, line dash): colours that mean something (a drift is a warning, a new
 # version good news, a rollback or a guard a step back).
@@ -195,8 +195,7 @@ def build(
     since: float | None = None,
     now: float | None = None,
 ) -> str:
-    """The whole HTML document."""
-    require_plotly()
+    """The whole HTML document (plotly must be installed: `write` checks that first)."""
     now = time.time() if now is None else now
     metrics = {(s["stream"], s["key"]): s["metrics"] for s in status.get("streams", [])}
     daemon = status.get("daemon", {})
