@@ -42,14 +42,14 @@ if what == "scan":
     conn.execute("SELECT count(*), sum(s.ts) FROM samples s JOIN predictions p ON p.seq = s.seq")
     conn.close()
 elif what == "history":
-    from edgeml.history import read_history
+    from edgeml.store.history import read_history
     read_history(db, points=points)
 elif what == "report":
-    from edgeml.report import write
+    from edgeml.cli.report import write
     write(state / "bench.html", db, points=points)
 else:
-    from edgeml.history import read_history
-    from edgeml.plot import render
+    from edgeml.store.history import read_history
+    from edgeml.cli.plot import render
     (h,) = read_history(db, "boiler", "dev1", points=160)
     render(h, 80, 20, colour=False)
 seconds = time.perf_counter() - t
@@ -104,7 +104,7 @@ def main() -> None:
     args = ap.parse_args()
     started = utc_now()
     from edgeml import logs
-    from edgeml.demo import run_demo
+    from edgeml.cli.demo import run_demo
 
     logs.configure("warning", "console")
 

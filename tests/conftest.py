@@ -23,7 +23,7 @@ import aiomqtt
 import pytest
 
 from edgeml.config import Config, load
-from edgeml.daemon import Daemon
+from edgeml.daemon.service import Daemon
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 

@@ -15,12 +15,12 @@ import structlog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgeml import pipeline
 from edgeml.config import load
-from edgeml.ingest import Delivery
+from edgeml.core import engine as pipeline
+from edgeml.core.engine import Outgoing, Pipeline
 from edgeml.learn.tasks import MAX_PREDICTION
-from edgeml.pipeline import Outgoing, Pipeline
-from edgeml.queries import read_events, read_status
+from edgeml.store.queries import read_events, read_status
+from edgeml.transport.mqtt import Delivery
 from tests.conftest import Broker, db_rows, load_config, publish_all, running, settle, write_config
 
 STREAM = """

@@ -8,7 +8,7 @@ from typing import Any
 
 from typer.testing import CliRunner
 
-from edgeml.cli import app
+from edgeml.cli.app import app
 from tests.conftest import (
     TELEMETRY,
     Broker,

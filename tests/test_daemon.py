@@ -11,7 +11,7 @@ import aiomqtt
 import pytest
 from river import datasets, evaluate, linear_model, metrics, preprocessing
 
-from edgeml.queries import read_status
+from edgeml.store.queries import read_status
 from tests.conftest import (
     TELEMETRY,
     Broker,

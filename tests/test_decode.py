@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgeml import decode
 from edgeml.config import StreamConfig
-from edgeml.decode import Decoder, topic_matches
+from edgeml.core import decode
+from edgeml.core.decode import Decoder, topic_matches
 from edgeml.records import Reject, RejectReason, Sample
 
 ARRIVAL = 1_700_000_000.0

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from edgeml.demo import run_demo
-from edgeml.queries import read_events, read_status
+from edgeml.cli.demo import run_demo
+from edgeml.store.queries import read_events, read_status
 
 
 @pytest.mark.parametrize("broker", [None, "embedded"], ids=["mosquitto", "amqtt"])

@@ -16,7 +16,7 @@ from river import linear_model, preprocessing
 
 from edgeml.config import Config
 from edgeml.learn import snapshot
-from edgeml.queries import read_status
+from edgeml.store.queries import read_status
 from tests.conftest import (
     TELEMETRY,
     Broker,

@@ -11,7 +11,7 @@ from typing import Any
 
 import aiomqtt
 
-from edgeml.queries import read_events, read_status
+from edgeml.store.queries import read_events, read_status
 from tests.conftest import Broker, db_rows, load_config, publish_all, running, settle, write_config
 
 

@@ -77,7 +77,7 @@ RSS_SCRIPT = """
 import asyncio, json, os, sys, time
 sys.path.insert(0, {root!r})
 from tests.conftest import Broker, write_config, load_config, publish_all, settle
-from edgeml.daemon import Daemon
+from edgeml.daemon.service import Daemon
 from pathlib import Path
 import logging, structlog
 structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))

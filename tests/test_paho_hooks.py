@@ -7,7 +7,7 @@ import asyncio
 import aiomqtt
 import paho.mqtt.client as paho
 
-from edgeml import _paho
+from edgeml.transport import _paho
 from tests.conftest import Broker
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import aiomqtt
 
-from edgeml.queries import read_status
+from edgeml.store.queries import read_status
 from tests.conftest import (
     TELEMETRY,
     Broker,

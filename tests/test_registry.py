@@ -12,7 +12,7 @@ from typing import Any
 from river import linear_model, preprocessing
 from typer.testing import CliRunner
 
-from edgeml.cli import app
+from edgeml.cli.app import app
 from tests.conftest import (
     TELEMETRY,
     Broker,

@@ -11,7 +11,7 @@ from typing import Any
 import structlog
 
 from edgeml.config import Config, load
-from edgeml.reload import plan
+from edgeml.daemon.reload import plan
 from tests.conftest import (
     TELEMETRY,
     Broker,

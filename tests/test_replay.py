@@ -8,9 +8,9 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from edgeml.cli import app
+from edgeml.cli.app import app
 from edgeml.config import StreamConfig
-from edgeml.replay import topic_for
+from edgeml.tools.replay import topic_for
 from tests.conftest import TELEMETRY, Broker, db_rows, load_config, running, settle, write_config
 
 runner = CliRunner()

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from edgeml.cli import app
-from edgeml.demo import run_demo
-from edgeml.history import History, read_history
-from edgeml.plot import render
-from edgeml.report import write
+from edgeml.cli.app import app
+from edgeml.cli.demo import run_demo
+from edgeml.cli.plot import render
+from edgeml.cli.report import write
+from edgeml.store.history import History, read_history
 
 runner = CliRunner()
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from edgeml.sdnotify import Notifier
+from edgeml.daemon.sdnotify import Notifier
 from tests.conftest import (
     TELEMETRY,
     Broker,
@@ -225,7 +225,8 @@ async def test_ready_after_subscription_then_watchdog_at_half_period_then_stoppi
 BLOCKING_DRIVER = """
 import asyncio, sys, time
 from pathlib import Path
-from edgeml import daemon, logs
+from edgeml import logs
+from edgeml.daemon import service as daemon
 from edgeml.config import load
 
 async def block_when_asked(trigger: Path, seconds: float) -> None:

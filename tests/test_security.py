@@ -8,7 +8,7 @@ from pathlib import Path
 import aiomqtt
 import structlog
 
-from edgeml.daemon import Daemon
+from edgeml.daemon.service import Daemon
 from tests.conftest import TELEMETRY, Broker, load_config, running, settle, write_config
 from tests.test_daemon import telemetry
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import aiomqtt
 from typer.testing import CliRunner
 
-from edgeml.cli import app
-from edgeml.queries import read_status
-from edgeml.simulate import Faults, Simulator
+from edgeml.cli.app import app
+from edgeml.store.queries import read_status
+from edgeml.tools.simulate import Faults, Simulator
 from tests.conftest import Broker, load_config, running, settle, write_config
 
 FAULTS = Faults(change_at=5, drift_from=5, spike_rate=0.05, stuck_at=3, drop_at=8, bad_rate=0.05)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from edgeml.view import History, render, snapshot_view, sparkline
+from edgeml.cli.view import History, render, snapshot_view, sparkline
 from tests.conftest import (
     TELEMETRY,
     Broker,

@@ -1,5 +1,5 @@
 """`python -m edgeml` runs the CLI."""
 
-from edgeml.cli import main
+from edgeml.cli.app import main
 
 main()

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgeml.config import Config
-from edgeml.pipeline import Pipeline
+from edgeml.core.engine import Pipeline
 
 __all__ = ["LIVE_KEYS", "Reload", "apply", "plan"]
 

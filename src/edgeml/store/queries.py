@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeml.errors import StoreError
-from edgeml.schema import SCHEMA_VERSION
+from edgeml.store.schema import SCHEMA_VERSION
 
 __all__ = ["PROMOTIONS", "STALE_AFTER_S", "connect_readonly", "read_events", "read_status"]
 

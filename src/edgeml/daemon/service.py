@@ -13,15 +13,16 @@ from pathlib import Path
 
 import structlog
 
-from edgeml import __version__, logs, reload
+from edgeml import __version__, logs
 from edgeml.config import Config, load, parse_duration, warnings_for
+from edgeml.core.engine import NeedsLearner, Outgoing, Pipeline
+from edgeml.daemon import reload
+from edgeml.daemon.sdnotify import Notifier
 from edgeml.errors import ConfigError
-from edgeml.ingest import Delivery, Session
 from edgeml.learn import Learner, build_model, snapshot
-from edgeml.pipeline import NeedsLearner, Outgoing, Pipeline
 from edgeml.records import Request
-from edgeml.sdnotify import Notifier
-from edgeml.store import Batch, Command, Heartbeat, Store, StoredSnapshot
+from edgeml.store.writer import Batch, Command, Heartbeat, Store, StoredSnapshot
+from edgeml.transport.mqtt import Delivery, Session
 
 __all__ = ["Daemon", "run"]
 

@@ -20,8 +20,8 @@ import structlog
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edgeml import _paho
 from edgeml.config import Config
+from edgeml.transport import _paho
 
 __all__ = ["BACKOFF_CAP_S", "Delivery", "Session"]
 

@@ -14,7 +14,7 @@ from typing import Any
 import aiosqlite
 
 from edgeml.errors import StoreError
-from edgeml.schema import migrate
+from edgeml.store.schema import migrate
 
 __all__ = ["Batch", "Command", "Heartbeat", "Row", "Snapshot", "Store", "StoredSnapshot"]
 

@@ -15,8 +15,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from edgeml import __version__, cli_models
-from edgeml.cli_common import ConfigOpt, err, fail, load_or_exit, split_target
+from edgeml import __version__
+from edgeml.cli import models as cli_models
+from edgeml.cli.common import ConfigOpt, err, fail, load_or_exit, split_target
 from edgeml.config import Config, parse_duration, warnings_for
 from edgeml.errors import EdgemlError
 
@@ -60,7 +61,10 @@ def check(config: ConfigOpt = Path("config.toml")) -> None:
 def run(config: ConfigOpt = Path("config.toml")) -> None:
     """Run the daemon in the foreground until SIGTERM or Ctrl-C (what systemd runs)."""
     cfg = load_or_exit(config)
-    from edgeml import daemon, logs  # the daemon pulls in River: only commands that learn pay
+    from edgeml import logs
+    from edgeml.daemon import (
+        service as daemon,  # the daemon pulls in River: only commands that learn pay
+    )
 
     logs.configure(cfg.log.level, cfg.log.format)
     for warning in warnings_for(cfg):
@@ -93,7 +97,7 @@ def demo(
     detected and a retrained challenger promoted, vibration spikes are flagged as anomalies.
     """
     from edgeml import logs
-    from edgeml.demo import run_demo
+    from edgeml.cli.demo import run_demo
 
     logs.configure("warning", "console")
     result = asyncio.run(run_demo(duration, rate, seed, broker, state_dir))
@@ -125,8 +129,8 @@ def status(
 ) -> None:
     """The daemon's health and one row per stream/key (works while the daemon runs)."""
     cfg = load_or_exit(config)
-    from edgeml import view
-    from edgeml.queries import read_status
+    from edgeml.cli import view
+    from edgeml.store.queries import read_status
 
     _check_access(cfg.node.state_dir)
     try:
@@ -169,7 +173,7 @@ def events(
 ) -> None:
     """The event history, newest first: drifts, retraining, new versions, anomalies, rejects."""
     cfg = load_or_exit(config)
-    from edgeml.queries import PROMOTIONS, read_events
+    from edgeml.store.queries import PROMOTIONS, read_events
 
     kinds: list[str] = []
     for k in kind or []:
@@ -217,7 +221,7 @@ def report(
     the device (scp) first; it holds no secrets, only figures and stream/key names.
     """
     cfg = load_or_exit(config)
-    from edgeml.report import write
+    from edgeml.cli.report import write
 
     _known_stream(cfg, stream, config)
     _check_access(cfg.node.state_dir)
@@ -244,8 +248,8 @@ def plot(
     as coloured vertical lines and anomaly flags as x (for SSH; `edgeml report` for a file).
     """
     cfg = load_or_exit(config)
-    from edgeml.history import read_history
-    from edgeml.plot import render
+    from edgeml.cli.plot import render
+    from edgeml.store.history import read_history
 
     stream_name, key = split_target(target)
     _known_stream(cfg, stream_name, config)
@@ -269,7 +273,7 @@ def _known_stream(cfg: Config, stream: str | None, config: Path) -> None:
 
 
 def _detail(value: Any) -> str:
-    from edgeml.view import num
+    from edgeml.cli.view import num
 
     if isinstance(value, float):
         return num(value)
@@ -313,8 +317,8 @@ def replay(
     cfg = load_or_exit(config)
     from rich.progress import Progress
 
-    from edgeml.replay import parse_speed
-    from edgeml.replay import replay as run_replay
+    from edgeml.tools.replay import parse_speed
+    from edgeml.tools.replay import replay as run_replay
 
     sc = next((s for s in cfg.stream if s.name == stream), None)
     if sc is None:
@@ -379,8 +383,8 @@ def simulate(
     """
     import aiomqtt
 
-    from edgeml.simulate import Faults, Simulator
-    from edgeml.simulate import run as run_simulation
+    from edgeml.tools.simulate import Faults, Simulator
+    from edgeml.tools.simulate import run as run_simulation
 
     if broker:
         host, _, port_text = broker.rpartition(":")

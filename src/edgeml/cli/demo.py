@@ -20,7 +20,7 @@ from pathlib import Path
 import aiomqtt
 
 from edgeml.config import Config, load
-from edgeml.daemon import Daemon
+from edgeml.daemon.service import Daemon
 from edgeml.errors import EdgemlError
 
 __all__ = ["DemoResult", "run_demo"]
@@ -194,9 +194,9 @@ async def run_demo(
 
 def _show(cfg: Config, state: Path, say: Callable[[str], None]) -> None:
     """The drifting boiler's error in the terminal, the HTML report, where everything is."""
-    from edgeml.history import read_history
-    from edgeml.plot import render
-    from edgeml.report import write
+    from edgeml.cli.plot import render
+    from edgeml.cli.report import write
+    from edgeml.store.history import read_history
 
     columns = min(shutil.get_terminal_size().columns, 100)
     (boiler,) = read_history(cfg.db_path, "boiler", DRIFTING, points=2 * columns)

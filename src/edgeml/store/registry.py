@@ -16,7 +16,7 @@ from typing import Any
 from edgeml import __version__
 from edgeml.config import Config, StreamConfig
 from edgeml.errors import EdgemlError
-from edgeml.queries import connect_readonly, read_status
+from edgeml.store.queries import connect_readonly, read_status
 
 __all__ = [
     "BUNDLE_FORMAT",

@@ -14,7 +14,7 @@ from typing import Any
 import aiomqtt
 
 from edgeml.config import Config, StreamConfig
-from edgeml.decode import Decoder
+from edgeml.core.decode import Decoder
 from edgeml.errors import EdgemlError
 from edgeml.records import Reject, Sample
 

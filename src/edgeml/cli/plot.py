@@ -10,7 +10,7 @@ import time
 
 import plotext as plt
 
-from edgeml.history import History
+from edgeml.store.history import History
 
 __all__ = ["MARK_COLOURS", "render"]
 

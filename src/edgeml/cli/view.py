@@ -13,7 +13,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from edgeml.queries import read_events, read_status
+from edgeml.store.queries import read_events, read_status
 
 __all__ = ["History", "render", "watch"]
 

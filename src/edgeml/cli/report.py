@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from edgeml.errors import EdgemlError
-from edgeml.history import History, Mark, read_history
-from edgeml.queries import PROMOTIONS, read_status
+from edgeml.store.history import History, Mark, read_history
+from edgeml.store.queries import PROMOTIONS, read_status
 
 __all__ = ["MARK_STYLES", "build", "write"]
 

@@ -18,13 +18,13 @@ from typing import Any
 import structlog
 
 from edgeml.config import Config
-from edgeml.decode import Decoder, parse
-from edgeml.ingest import Delivery
+from edgeml.core.decode import Decoder, parse
+from edgeml.core.messages import drift_message, event_message, prediction_message
 from edgeml.learn import Learner, snapshot
 from edgeml.logs import RateLimitedLog
-from edgeml.publish import drift_message, event_message, prediction_message
 from edgeml.records import ModelEvent, Outcome, Reject, Request, Sample
-from edgeml.store import Batch, Row, Snapshot
+from edgeml.store.writer import Batch, Row, Snapshot
+from edgeml.transport.mqtt import Delivery
 
 __all__ = ["NeedsLearner", "Outgoing", "Pipeline", "delivery_hash"]
 

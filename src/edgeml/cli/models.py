@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from edgeml.cli_common import ConfigOpt, err, fail, load_or_exit, split_target
+from edgeml.cli.common import ConfigOpt, err, fail, load_or_exit, split_target
 from edgeml.config import Config
 from edgeml.errors import EdgemlError
 
@@ -23,7 +23,7 @@ app = typer.Typer(
 
 
 def _report(cfg: Config, command_id: int) -> None:
-    from edgeml.registry import wait_for_result
+    from edgeml.store.registry import wait_for_result
 
     result = wait_for_result(cfg.db_path, command_id)
     if result is None:
@@ -46,7 +46,7 @@ def list_(
 ) -> None:
     """Every version per stream/key, with its lineage, metrics and which one is the champion."""
     cfg = load_or_exit(config)
-    from edgeml.registry import list_versions
+    from edgeml.store.registry import list_versions
 
     try:
         rows = list_versions(cfg.db_path, stream)
@@ -90,7 +90,7 @@ def export(
 ) -> None:
     """Write a model as a single-file bundle: the pickled pipeline and a JSON manifest."""
     cfg = load_or_exit(config)
-    from edgeml.registry import export_bundle, list_versions
+    from edgeml.store.registry import export_bundle, list_versions
 
     try:
         if all_:
@@ -128,7 +128,7 @@ def import_(
     A bundle holds a pickle, and loading a pickle runs code: import only bundles you trust.
     """
     cfg = load_or_exit(config)
-    from edgeml.registry import import_problems, read_bundle, send_command
+    from edgeml.store.registry import import_problems, read_bundle, send_command
 
     sc = next((s for s in cfg.stream if s.name == stream), None)
     if sc is None:
@@ -162,7 +162,7 @@ def rollback(
 ) -> None:
     """Bring back an earlier version's model as a new version (reason `rollback`)."""
     cfg = load_or_exit(config)
-    from edgeml.registry import list_versions, send_command
+    from edgeml.store.registry import list_versions, send_command
 
     stream, key = split_target(target)
     try:
@@ -187,7 +187,7 @@ def retrain(
 ) -> None:
     """Train a fresh model on the newest samples and make it the champion (reason `manual`)."""
     cfg = load_or_exit(config)
-    from edgeml.registry import list_versions, send_command
+    from edgeml.store.registry import list_versions, send_command
 
     stream, key = split_target(target)
     try:

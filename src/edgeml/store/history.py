@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeml.errors import StoreError
-from edgeml.queries import connect_readonly
+from edgeml.store.queries import connect_readonly
 
 __all__ = ["ERROR_NAMES", "MARK_KINDS", "Bucket", "History", "Mark", "read_history"]
 

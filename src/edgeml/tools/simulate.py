@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import aiomqtt
 
-from edgeml import _paho
+from edgeml.transport import _paho
 
 __all__ = ["Faults", "Reading", "Simulator", "run"]
 

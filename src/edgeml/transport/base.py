@@ -1,0 +1,56 @@
+"""What the daemon needs of a transport: deliveries in, acks and publishes out.
+
+A transport owns its client library and its connection; the daemon drives it through this
+Protocol and never sees a packet id, a DUP flag or a receive window. MQTT is one
+implementation (`transport.mqtt`); another one (NATS) implements the same methods.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from typing import Any, Protocol
+
+from edgeml.records import Delivery
+
+__all__ = ["Transport"]
+
+
+class Transport(Protocol):
+    """A connection that hands over deliveries and takes back acks after each commit."""
+
+    # Deliveries in arrival order; the learner drains it. No bound of its own: the
+    # transport stops delivering once `max_unacked` messages wait for their ack.
+    inbox: collections.deque[Delivery]
+    # Set once the transport is connected and subscribed: the daemon is ready.
+    subscribed: asyncio.Event
+    state: str  # connecting, connected, disconnected: for status lines and the heartbeat
+    received: int  # deliveries since start
+    connects: int  # successful connections since start
+
+    @property
+    def max_unacked(self) -> int:
+        """How many deliveries may wait for their ack before the source stops sending."""
+        ...
+
+    async def run(self, shutdown: asyncio.Event) -> None:
+        """Stay connected (reconnecting with back-off) until `shutdown` is set; then say
+        offline and disconnect.
+        """
+        ...
+
+    async def wait_for_messages(self, seconds: float) -> None:
+        """Return when a delivery arrives, `wake()` is called, or `seconds` pass."""
+        ...
+
+    def wake(self) -> None:
+        """End a `wait_for_messages` at once (the daemon is stopping)."""
+        ...
+
+    def ack(self, token: Any) -> None:
+        """Acknowledge a committed delivery by its `Delivery.ack` token."""
+        ...
+
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> bool:
+        """Queue a message without awaiting it; False when it was dropped (disconnected)."""
+        ...
