@@ -26,6 +26,7 @@ lint: $(VENV)/.dev
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test: lint
 	@command -v mosquitto >/dev/null || test -x /usr/sbin/mosquitto || \

@@ -16,11 +16,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgeml.config import load
-from edgeml.core import engine as pipeline
-from edgeml.core.engine import Outgoing, Pipeline
+from edgeml.core import rejects
+from edgeml.core.engine import Engine
+from edgeml.core.messages import Outgoing
 from edgeml.learn.tasks import MAX_PREDICTION
+from edgeml.records import Delivery
 from edgeml.store.queries import read_events, read_status
-from edgeml.transport.mqtt import Delivery
 from tests.conftest import Broker, db_rows, load_config, publish_all, running, settle, write_config
 
 STREAM = """
@@ -78,8 +79,8 @@ async def test_hostile_corpus_is_counted_by_reason_and_good_readings_are_learned
         await publish_all(broker, messages)
         assert await settle(cfg, len(HOSTILE) * 3) == len(HOSTILE) * 3
         await asyncio.sleep(0.3)
-        assert daemon.session.state == "connected"
-        assert daemon.session.received == len(messages)
+        assert daemon.transport.state == "connected"
+        assert daemon.transport.received == len(messages)
     expected: dict[str, int] = {}
     for _, reason in HOSTILE:
         expected[reason] = expected.get(reason, 0) + 3
@@ -137,10 +138,10 @@ def test_any_payload_is_learned_or_rejected_and_the_daemon_stays_up(
             async with running(cfg) as daemon:
                 await publish_all(broker, [(TOPIC, p) for p in corpus] + [(TOPIC, good(0))])
                 async with asyncio.timeout(20):
-                    while daemon.session.received < len(corpus) + 1 or daemon.session.inbox:
+                    while daemon.transport.received < len(corpus) + 1 or daemon.transport.inbox:
                         await asyncio.sleep(0.02)
                 await settle(cfg, 10**9, quiet_s=0.3)
-                assert daemon.session.state == "connected"
+                assert daemon.transport.state == "connected"
             doc = read_status(cfg.db_path)["daemon"]
             return doc["learned"], doc["rejected"], doc["received"]
 
@@ -162,7 +163,7 @@ async def test_rejects_are_an_event_a_minute_on_the_events_topic(
     broker: Broker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A minute is long for a test: report every summary instead, through the same path.
-    monkeypatch.setattr(pipeline, "REJECT_EVENT_EVERY_S", 0.0)
+    monkeypatch.setattr(rejects, "REJECT_EVENT_EVERY_S", 0.0)
     cfg = load_config(write_config(tmp_path, broker, STREAM))
     async with running(cfg), aiomqtt.Client(broker.host, broker.port) as sub:
         await sub.subscribe(cfg.events_topic, qos=1)
@@ -190,18 +191,18 @@ class Exploding:
 
 
 def test_an_error_river_raises_costs_a_prediction_not_the_daemon(tmp_path: Path) -> None:
-    """Plain pytest on the pipeline: the reading is kept, the error logged; an exception
+    """Plain pytest on the engine: the reading is kept, the error logged; an exception
     here would stop the daemon, and again at every restart when the replay meets it."""
     path = tmp_path / "c.toml"
     path.write_text(f'[node]\nstate_dir = "{tmp_path}"\n' + STREAM)
-    p = Pipeline(load(path), 1, {}, {})
+    p = Engine(load(path), 1, {}, {})
     out: list[Outgoing] = []
     for i in range(2):
-        p.handle(Delivery(TOPIC, good(i), 1, i + 1, False, 0, time.time()), out)
+        p.handle(Delivery(TOPIC, good(i), time.time(), (i + 1, 1, 0), i + 1), out)
     p.learners[("env", "dev1")].model = Exploding()
     with structlog.testing.capture_logs() as logs:
         for i in range(2, 4):
-            p.handle(Delivery(TOPIC, good(i), 1, i + 1, False, 0, time.time()), out)
+            p.handle(Delivery(TOPIC, good(i), time.time(), (i + 1, 1, 0), i + 1), out)
         p.replay("env", "dev1", (5, time.time(), {"h": 1.0, "p.v": 2.0}, 3.0, None))
     assert p.model_errors == 3
     assert [row[0] for row in p.batch.samples] == [1, 2, 3, 4]  # every reading is kept

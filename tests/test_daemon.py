@@ -119,15 +119,15 @@ async def test_redelivery_of_committed_messages_is_acknowledged_not_stored_twice
     cfg = load_config(write_config(tmp_path, broker, TELEMETRY))
     async with running(cfg) as daemon:
         # The daemon commits but its acknowledgements never reach the broker.
-        daemon.session.ack = lambda mid, qos, generation: None  # type: ignore[method-assign]
+        daemon.transport.ack = lambda token: None  # type: ignore[method-assign]
         await publish_all(broker, telemetry(200))
         await wait_for(lambda: sample_count(cfg) == 200)
     # A new daemon on the same persistent session gets the 200 again, with DUP set.
     async with running(cfg) as daemon:
-        await wait_for(lambda: daemon.session.received >= 200)
+        await wait_for(lambda: daemon.transport.received >= 200)
         await publish_all(broker, telemetry(50, start=200))
         await wait_for(lambda: sample_count(cfg) == 250)
-        duplicates_seen = daemon.session.received - 50
+        duplicates_seen = daemon.transport.received - 50
     assert duplicates_seen == 200
     assert sample_count(cfg) == 250
     ids = [json.loads(x)["i"] for (x,) in db_rows(cfg, "SELECT x FROM samples ORDER BY seq")]
@@ -135,7 +135,7 @@ async def test_redelivery_of_committed_messages_is_acknowledged_not_stored_twice
     # And they were acknowledged this time: a third start receives nothing old.
     async with running(cfg) as daemon:
         await asyncio.sleep(1.0)
-        assert daemon.session.received == 0
+        assert daemon.transport.received == 0
     assert sample_count(cfg) == 250
 
 
@@ -147,7 +147,9 @@ async def test_broker_restart_reconnects_and_loses_nothing(broker: Broker, tmp_p
         broker.restart()
         # Published at once, before the daemon is back: the persistent session queues them.
         await publish_all(broker, telemetry(300, start=300))
-        await wait_for(lambda: daemon.session.connects == 2 and daemon.session.state == "connected")
+        await wait_for(
+            lambda: daemon.transport.connects == 2 and daemon.transport.state == "connected"
+        )
         await publish_all(broker, telemetry(100, start=600))
         await wait_for(lambda: sample_count(cfg) == 700)
     ids = sorted(json.loads(x)["i"] for (x,) in db_rows(cfg, "SELECT x FROM samples"))

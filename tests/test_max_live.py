@@ -59,9 +59,9 @@ async def test_evicted_models_come_back_exactly(broker: Broker, tmp_path: Path) 
         # 200 devices, each heard 6 times, round-robin: every reading finds its model evicted.
         await publish_all(broker, readings(1200, devices=200))
         assert await settle(cfg, 1200) == 1200
-        assert daemon.pipeline is not None
-        assert len(daemon.pipeline.learners) <= 20
-        assert daemon.pipeline.evictions >= 1000
+        assert daemon.engine is not None
+        assert len(daemon.engine.learners) <= 20
+        assert daemon.engine.models.evictions >= 1000
     assert_log_implies_models(cfg)
     # After a restart, only the 20 most recent come back at once; the rest on demand.
     with structlog.testing.capture_logs() as logs:
@@ -103,9 +103,9 @@ async def main():
         await publish_all(broker, batch)
         await settle(cfg, start + step, quiet_s=5, timeout=300)
         rss.append(round(rss_mib(), 1))
-    live = len(daemon.pipeline.learners)
+    live = len(daemon.engine.learners)
     stop.set(); await task; broker.stop()
-    print(json.dumps({{"rss": rss, "live": live, "evictions": daemon.pipeline.evictions}}))
+    print(json.dumps({{"rss": rss, "live": live, "evictions": daemon.engine.models.evictions}}))
 
 asyncio.run(main())
 """

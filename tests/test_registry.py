@@ -82,8 +82,8 @@ async def test_export_import_and_rollback(broker: Broker, tmp_path: Path) -> Non
         assert r.exit_code == 0, r.output
         assert "version 2 is the champion: the imported model" in r.stdout
         assert "loading a pickle runs code" in r.stderr
-        assert daemon.pipeline is not None
-        live = daemon.pipeline.learners[("temp", "dev1")].model
+        assert daemon.engine is not None
+        live = daemon.engine.learners[("temp", "dev1")].model
         assert [live.predict_one(x) for x in PROBE] == [dev0.predict_one(x) for x in PROBE]
     rows = {(r["key"], r["version"]): r for r in versions(config)}
     assert rows[("dev1", 2)]["reason"] == "import" and rows[("dev1", 2)]["parent"] == 1
@@ -94,8 +94,8 @@ async def test_export_import_and_rollback(broker: Broker, tmp_path: Path) -> Non
     assert r.exit_code == 0, r.output
     assert "applied when `edgeml run` next starts" in r.stdout
     async with running(cfg) as daemon:
-        assert daemon.pipeline is not None
-        assert daemon.pipeline.learners[("temp", "dev1")].model_version == 3
+        assert daemon.engine is not None
+        assert daemon.engine.learners[("temp", "dev1")].model_version == 3
     rows = {(r["key"], r["version"]): r for r in versions(config)}
     assert (rows[("dev1", 3)]["reason"], rows[("dev1", 3)]["parent"]) == ("rollback", 2)
     assert rows[("dev1", 3)]["champion"]
@@ -178,8 +178,8 @@ async def test_retrain_starts_a_challenger_warm_started_on_the_newest_samples(
         r = await cli("models", "retrain", "temp/dev2", "--samples", "40", "-c", str(config))
         assert r.exit_code == 0, r.output
         assert "a challenger trained on the newest 40 samples is in its grace period" in r.stdout
-        assert daemon.pipeline is not None
-        challenger = daemon.pipeline.learners[("temp", "dev2")].challenger
+        assert daemon.engine is not None
+        challenger = daemon.engine.learners[("temp", "dev2")].challenger
         assert challenger is not None and challenger.reason == "manual"
         live = challenger.model
     # The same preset trained on dev2's newest 40 samples, oldest first, is that model.

@@ -91,21 +91,21 @@ async def test_reload_gives_existing_and_future_models_the_new_drift_threshold(
     async with running(cfg) as daemon:
         await publish_all(broker, telemetry(30, devices=2))
         await wait_for(lambda: sample_count(cfg) >= 30)
-        pipeline = daemon.pipeline
-        assert pipeline is not None
-        assert {lr.adwin.delta for lr in pipeline.learners.values()} == {0.002}
+        engine = daemon.engine
+        assert engine is not None
+        assert {lr.adwin.delta for lr in engine.learners.values()} == {0.002}
         path.write_text(
             path.read_text().replace("keepalive = 10", "keepalive = 11")
             + "\n[stream.drift]\ndelta = 0.2\n"
         )
         daemon.reload()
-        assert [lr.adwin.delta for lr in pipeline.learners.values()] == [0.2, 0.2]
+        assert [lr.adwin.delta for lr in engine.learners.values()] == [0.2, 0.2]
         assert daemon.cfg.stream[0].drift.delta == 0.2
         assert daemon.cfg.mqtt.keepalive == 10  # needs a restart: not in effect
         # A device seen for the first time gets a model with the new threshold.
         await publish_all(broker, [("sensors/dev9/telemetry", b'{"i": 1, "h": 2, "t": 3}')])
-        await wait_for(lambda: ("temp", "dev9") in pipeline.learners)
-        assert pipeline.learners[("temp", "dev9")].adwin.delta == 0.2
+        await wait_for(lambda: ("temp", "dev9") in engine.learners)
+        assert engine.learners[("temp", "dev9")].adwin.delta == 0.2
         # The models keep learning (test-then-train goes on through the reload).
         await publish_all(broker, telemetry(10, devices=2, start=30))
         await wait_for(lambda: sample_count(cfg) >= 41)
@@ -124,8 +124,8 @@ async def test_models_restored_from_snapshots_take_the_configs_drift_threshold(
     path.write_text(path.read_text() + "\n[stream.drift]\ndelta = 0.3\n")
     with structlog.testing.capture_logs() as logs:
         async with running(load_config(path)) as daemon:
-            assert daemon.pipeline is not None
-            learners = list(daemon.pipeline.learners.values())
+            assert daemon.engine is not None
+            learners = list(daemon.engine.learners.values())
     [restored] = [e for e in logs if e["event"] == "restored"]
     assert (restored["snapshots"], restored["replayed"]) == (2, 0)  # from snapshots, no replay
     assert [lr.samples for lr in learners] == [15, 15]

@@ -58,7 +58,7 @@ async def test_wrong_password_keeps_retrying_and_says_why(
         # Not connected, not crashed: it backs off and tries again.
         assert not daemon.ready.is_set()
         assert not task.done()
-        assert daemon.session.state in ("connecting", "disconnected")
+        assert daemon.transport.state in ("connecting", "disconnected")
         stop.set()
         async with asyncio.timeout(10):
             await task

@@ -202,7 +202,7 @@ def python_for_everyone() -> tuple[str, dict[str, str]] | None:
     for exe in (sys.executable, f"/usr/bin/{version}"):
         r = subprocess.run(
             ["setpriv", f"--reuid={STRANGER_UID}", f"--regid={STRANGER_UID}", "--clear-groups",
-             exe, "-c", "import edgeml.daemon"],
+             exe, "-c", "import edgeml.daemon.service"],
             env=env, capture_output=True, check=False,
         )  # fmt: skip
         if r.returncode == 0:

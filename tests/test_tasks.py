@@ -26,7 +26,8 @@ from edgeml.config import (
 )
 from edgeml.errors import ConfigError
 from edgeml.learn import Learner, offline, snapshot
-from edgeml.learn.presets import build_model, check_params, estimator_of
+from edgeml.learn.check import check_params
+from edgeml.learn.presets import build_model, estimator_of
 from edgeml.learn.tasks import RollingMean
 from edgeml.records import Outcome, Request, Sample
 

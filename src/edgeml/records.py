@@ -1,12 +1,14 @@
-"""The values that flow between the stages: Sample, Reject, Outcome, DriftEvent."""
+"""The values that flow between the stages: Delivery, Sample, Reject, Outcome, DriftEvent."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 __all__ = [
+    "MAX_ABS_VALUE",
+    "Delivery",
     "DriftEvent",
     "Label",
     "ModelEvent",
@@ -16,6 +18,28 @@ __all__ = [
     "Request",
     "Sample",
 ]
+
+
+# Finite numbers beyond this (1e15) are rejected: squared by a scaler they would still fit a
+# float, but no sensor reads them and they only push a linear model towards overflow.
+MAX_ABS_VALUE = 1e15
+
+
+class Delivery(NamedTuple):
+    """One message as a transport delivered it; nothing in it is specific to MQTT.
+
+    `ack` is the transport's opaque token, handed back to it once the message is committed
+    (None: nothing to acknowledge, e.g. MQTT QoS 0). `dedup` is an id the transport reuses
+    when it delivers the same message again (MQTT: the packet id), stored with the sample;
+    `redelivered` says the transport knows this may be a repeat (MQTT: the DUP flag).
+    """
+
+    topic: str
+    payload: bytes
+    arrival: float
+    ack: Any = None
+    dedup: int | None = None
+    redelivered: bool = False
 
 
 class RejectReason(StrEnum):

@@ -1,5 +1,5 @@
 """The typer CLI and its renderers (status view, report, plot, demo)."""
 
-from edgeml.cli.app import main
+from edgeml.cli.app import app, main
 
-__all__ = ["main"]
+__all__ = ["app", "main"]

@@ -35,7 +35,7 @@ def load_or_exit(path: Path) -> Config:
         cfg = load(path)
         if any(s.params for s in cfg.stream):
             # Only then is River imported (seconds on a Pi): the estimators say what they take.
-            from edgeml.learn.presets import check_params
+            from edgeml.learn.check import check_params
 
             check_params(cfg)
     except ConfigError as exc:

@@ -22,6 +22,7 @@ import aiomqtt
 from edgeml.config import Config, load
 from edgeml.daemon.service import Daemon
 from edgeml.errors import EdgemlError
+from edgeml.transport.mqtt import client_for
 
 __all__ = ["DemoResult", "run_demo"]
 
@@ -259,7 +260,7 @@ async def _simulate(
     spikes = {int(total * f) for f in (0.7, 0.8, 0.9)}
     t0 = time.monotonic()
     next_report = t0 + 1.0
-    async with aiomqtt.Client(host, port) as pub:
+    async with client_for(cfg.mqtt, host, port) as pub:
         await pub.subscribe(f"{cfg.mqtt.topic_prefix}/{cfg.node.id}/vibration/+/anomaly", qos=1)
         listener = asyncio.create_task(_count_alerts(pub, result))
         for n in range(total):
@@ -270,7 +271,7 @@ async def _simulate(
                 await pub.publish(f"demo/{device}/vibration", json.dumps(shake).encode(), qos=1)
             if n == change:
                 say(f"injecting a concept change on {DRIFTING} (its sample {change})")
-                lr = daemon.pipeline.learners.get(("boiler", DRIFTING)) if daemon.pipeline else None
+                lr = daemon.engine.learners.get(("boiler", DRIFTING)) if daemon.engine else None
                 result.drifts_before = lr.drifts if lr else 0
             if n in spikes:
                 result.spikes.append(n)
@@ -297,7 +298,7 @@ async def _count_alerts(client: aiomqtt.Client, result: DemoResult) -> None:
 
 def _watch(daemon: Daemon, result: DemoResult, say: Callable[[str], None]) -> None:
     """Say when the drifting device's drift is detected and its challenger promoted."""
-    lr = daemon.pipeline.learners.get(("boiler", DRIFTING)) if daemon.pipeline else None
+    lr = daemon.engine.learners.get(("boiler", DRIFTING)) if daemon.engine else None
     if lr is None:
         return
     if result.detected_at is None and lr.drifts > result.drifts_before:
@@ -310,9 +311,9 @@ def _watch(daemon: Daemon, result: DemoResult, say: Callable[[str], None]) -> No
 
 def _line(daemon: Daemon, elapsed: float) -> str:
     parts = [f"{elapsed:5.1f}s"]
-    if daemon.pipeline is not None:
+    if daemon.engine is not None:
         for device in DEVICES:
-            lr = daemon.pipeline.learners.get(("boiler", device))
+            lr = daemon.engine.learners.get(("boiler", device))
             if lr is not None:
                 mae = lr.metrics()["rolling_mae"] or 0.0
                 parts.append(f"{device} n={lr.samples:<5} mae={mae:6.3f} v{lr.model_version}")

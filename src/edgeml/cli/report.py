@@ -82,54 +82,10 @@ def figure(h: History) -> Any:
         col=1,
     )
     top = max((e for e in errors if e is not None), default=1.0) * 1.05 or 1.0
-    for kind, (colour, dash) in MARK_STYLES.items():
-        marks = [m for m in h.marks if m.kind == kind]
-        if not marks:
-            continue
-        # One trace per kind: a vertical line per event, broken by None, its text on hover.
-        xs: list[datetime | None] = []
-        ys: list[float | None] = []
-        texts: list[str | None] = []
-        for m in marks:
-            xs += [_when(m.ts), _when(m.ts), None]
-            ys += [0.0, top, None]
-            texts += [m.text, m.text, None]
-        fig.add_trace(
-            go.Scatter(
-                x=xs,
-                y=ys,
-                mode="lines",
-                name=f"{kind} ({len(marks)})",
-                line={"color": colour, "dash": dash, "width": 1.5},
-                hovertext=texts,
-                hoverinfo="x+text",
-            ),
-            row=1,
-            col=1,
-        )
-    if anomaly:
-        fig.add_trace(
-            go.Bar(x=x, y=[b.flagged for b in h.buckets], name="flagged", marker_color="#de2d26"),
-            row=2,
-            col=1,
-        )
-        if any(b.truth for b in h.buckets):
-            fig.add_trace(
-                go.Bar(
-                    x=x,
-                    y=[b.truth for b in h.buckets],
-                    name="labelled anomalies",
-                    marker_color="#252525",
-                ),
-                row=2,
-                col=1,
-            )
-    else:
-        fig.add_trace(
-            go.Bar(x=x, y=[b.samples for b in h.buckets], name="readings", marker_color="#9ecae1"),
-            row=2,
-            col=1,
-        )
+    for trace in _mark_traces(h, top):
+        fig.add_trace(trace, row=1, col=1)
+    for trace in _count_traces(h, x):
+        fig.add_trace(trace, row=2, col=1)
     fig.update_yaxes(title_text=h.error_name, rangemode="tozero", row=1, col=1)
     fig.update_yaxes(title_text="anomalies" if anomaly else "readings", row=2, col=1)
     fig.update_layout(
@@ -141,6 +97,53 @@ def figure(h: History) -> Any:
         bargap=0.05,
     )
     return fig
+
+
+def _mark_traces(h: History, top: float) -> list[Any]:
+    """One trace per kind of event: a vertical line per event, broken by None, its text on
+    hover.
+    """
+    import plotly.graph_objects as go
+
+    traces = []
+    for kind, (colour, dash) in MARK_STYLES.items():
+        marks = [m for m in h.marks if m.kind == kind]
+        if not marks:
+            continue
+        xs: list[datetime | None] = []
+        ys: list[float | None] = []
+        texts: list[str | None] = []
+        for m in marks:
+            xs += [_when(m.ts), _when(m.ts), None]
+            ys += [0.0, top, None]
+            texts += [m.text, m.text, None]
+        traces.append(
+            go.Scatter(
+                x=xs,
+                y=ys,
+                mode="lines",
+                name=f"{kind} ({len(marks)})",
+                line={"color": colour, "dash": dash, "width": 1.5},
+                hovertext=texts,
+                hoverinfo="x+text",
+            )
+        )
+    return traces
+
+
+def _count_traces(h: History, x: list[datetime]) -> list[Any]:
+    """The bottom panel: readings per interval, or flags (and labelled anomalies)."""
+    import plotly.graph_objects as go
+
+    if h.task != "anomaly":
+        samples = [b.samples for b in h.buckets]
+        return [go.Bar(x=x, y=samples, name="readings", marker_color="#9ecae1")]
+    flagged = [b.flagged for b in h.buckets]
+    traces = [go.Bar(x=x, y=flagged, name="flagged", marker_color="#de2d26")]
+    if any(b.truth for b in h.buckets):
+        truth = [b.truth for b in h.buckets]
+        traces.append(go.Bar(x=x, y=truth, name="labelled anomalies", marker_color="#252525"))
+    return traces
 
 
 def _summary_row(h: History, metrics: dict[str, Any]) -> str:
@@ -223,31 +226,30 @@ def build(
             + "".join(_summary_row(h, metrics.get((h.stream, h.key), {})) for h in histories)
             + "</table>"
         )
-    plotly_js_included = False
-    for h in histories:
-        parts.append(
-            f"<section id='{_anchor(h)}'><h2>{html.escape(h.name)}</h2>"
-            f"<p class='meta'>{html.escape(h.task)}, model v{h.version}; the top panel is the "
-            f"{html.escape(h.error_name)} per interval, the bottom one "
-            f"{'the anomalies flagged' if h.task == 'anomaly' else 'the readings'} per interval."
-            "</p>"
-        )
-        if not h.buckets:
-            parts.append("<p class='empty'>No predictions in this range.</p>")
-        else:
-            # plotly.js (about 4.6 MB) goes into the file once, before the first plot.
-            parts.append(
-                figure(h).to_html(
-                    full_html=False,
-                    include_plotlyjs=not plotly_js_included,
-                    config={"displaylogo": False, "responsive": True},
-                )
-            )
-            plotly_js_included = True
-        if h.marks:
-            parts.append(_marks_table(h.marks))
-        parts.append("</section>")
+    # plotly.js (about 4.6 MB) goes into the file once, with the first plot.
+    plotted = [h for h in histories if h.buckets]
+    parts += [_section(h, first=bool(plotted) and h is plotted[0]) for h in histories]
     parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _section(h: History, first: bool) -> str:
+    """One stream/key: its plot and the list of its events."""
+    parts = [
+        f"<section id='{_anchor(h)}'><h2>{html.escape(h.name)}</h2>"
+        f"<p class='meta'>{html.escape(h.task)}, model v{h.version}; the top panel is the "
+        f"{html.escape(h.error_name)} per interval, the bottom one "
+        f"{'the anomalies flagged' if h.task == 'anomaly' else 'the readings'} per interval."
+        "</p>"
+    ]
+    if not h.buckets:
+        parts.append("<p class='empty'>No predictions in this range.</p>")
+    else:
+        config = {"displaylogo": False, "responsive": True}
+        parts.append(figure(h).to_html(full_html=False, include_plotlyjs=first, config=config))
+    if h.marks:
+        parts.append(_marks_table(h.marks))
+    parts.append("</section>")
     return "\n".join(parts)
 
 

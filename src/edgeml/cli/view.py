@@ -83,68 +83,11 @@ def render(
     last_drift: dict[tuple[str, str], float] | None = None,
 ) -> RenderableType:
     """The daemon's health, then a row per stream/key; colours: green ok, yellow look, red bad."""
-    parts: list[RenderableType] = []
-    d = doc["daemon"]
-    if "pid" not in d:
-        parts.append(Text.from_markup("daemon: [yellow]never ran[/] with this state directory"))
-    else:
-        state = "[green]running[/]" if d["running"] else "[red]not running[/]"
-        broker = "[green]connected[/]" if d["broker_connected"] else f"[yellow]{d['broker']}[/]"
-        reasons = ", ".join(f"{k} {v}" for k, v in sorted(d["rejected_by_reason"].items()))
-        parts.append(
-            Text.from_markup(
-                f"daemon: {state}  pid {d['pid']}  node {d['node']}  up {d['uptime_s']:.0f}s  "
-                f"broker {broker}  last beat {ago(d['last_beat'], now)}"
-            )
-        )
-        per_sample = d["bytes_per_sample"]
-        parts.append(
-            Text.from_markup(
-                f"received {d['received']}  learned {d['learned']}  "
-                + (f"[yellow]rejected {d['rejected']} ({reasons})[/]" if reasons else "rejected 0")
-                + f"  rate {d['rate']:.1f}/s"
-                + (f"  {per_sample:.0f} B written/sample" if per_sample else "")
-            )
-        )
+    parts = _daemon_lines(doc["daemon"], now)
     if not doc["streams"]:
         parts.append(Text("no stream has learned anything yet"))
         return Group(*parts)
-    # No vertical rules and one space between columns: the view must fit 80 columns over SSH.
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1))
-    longest = max(len(f"{s['stream']}/{s['key']}") for s in doc["streams"])
-    table.add_column("stream/key", no_wrap=True, min_width=min(longest, 40))
-    live = history is not None
-    # Live, the rolling error and its trend say more than the cumulative figures.
-    columns = ["samples", "seen", "ver", "rolling", "trend"] if live else [
-        "samples", "seen", "ver", "metric", "rolling"]  # fmt: skip
-    columns += ["drifts", "last drift"] if last_drift is not None else ["drifts"]
-    for col in columns:
-        table.add_column(col, justify="left" if col == "trend" else "right", no_wrap=True)
-    for s in doc["streams"]:
-        m = s["metrics"]
-        stale = s["last_seen"] is not None and now - s["last_seen"] > 300
-        row = [
-            f"{s['stream']}/{s['key']}",
-            str(s["samples"]),
-            f"[yellow]{ago(s['last_seen'], now)}[/]" if stale else ago(s["last_seen"], now),
-            # "+c": a challenger is in its grace period (details below the table)
-            f"{s['model_version']}[cyan]+c[/]" if s.get("challenger") else str(s["model_version"]),
-        ]
-        if history is not None:
-            row += [
-                num(_rolling(s)),
-                f"[cyan]{sparkline(history.of(s['stream'], s['key']))}[/]",
-            ]
-        else:
-            key, label, _ = _METRICS.get(s["task"], _METRICS["regression"])
-            row += [f"{label} {num(m.get(key))}", num(_rolling(s))]
-        row.append(str(s["drifts"]) if not s["drifts"] else f"[yellow]{s['drifts']}[/]")
-        if last_drift is not None:
-            when = last_drift.get((s["stream"], s["key"]))
-            recent = when is not None and now - when < 3600
-            row.append(f"[yellow]{ago(when, now)}[/]" if recent else ago(when, now))
-        table.add_row(*row)
-    parts.append(table)
+    parts.append(_table(doc["streams"], now, history, last_drift))
     for s in doc["streams"]:
         c = s.get("challenger")
         if c:
@@ -162,6 +105,75 @@ def render(
                 )
             )
     return Group(*parts)
+
+
+def _daemon_lines(d: dict[str, Any], now: float) -> list[RenderableType]:
+    if "pid" not in d:
+        return [Text.from_markup("daemon: [yellow]never ran[/] with this state directory")]
+    state = "[green]running[/]" if d["running"] else "[red]not running[/]"
+    broker = "[green]connected[/]" if d["broker_connected"] else f"[yellow]{d['broker']}[/]"
+    reasons = ", ".join(f"{k} {v}" for k, v in sorted(d["rejected_by_reason"].items()))
+    per_sample = d["bytes_per_sample"]
+    return [
+        Text.from_markup(
+            f"daemon: {state}  pid {d['pid']}  node {d['node']}  up {d['uptime_s']:.0f}s  "
+            f"broker {broker}  last beat {ago(d['last_beat'], now)}"
+        ),
+        Text.from_markup(
+            f"received {d['received']}  learned {d['learned']}  "
+            + (f"[yellow]rejected {d['rejected']} ({reasons})[/]" if reasons else "rejected 0")
+            + f"  rate {d['rate']:.1f}/s"
+            + (f"  {per_sample:.0f} B written/sample" if per_sample else "")
+        ),
+    ]
+
+
+def _table(
+    streams: list[dict[str, Any]],
+    now: float,
+    history: History | None,
+    last_drift: dict[tuple[str, str], float] | None,
+) -> Table:
+    # No vertical rules and one space between columns: the view must fit 80 columns over SSH.
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1))
+    longest = max(len(f"{s['stream']}/{s['key']}") for s in streams)
+    table.add_column("stream/key", no_wrap=True, min_width=min(longest, 40))
+    # Live, the rolling error and its trend say more than the cumulative figures.
+    columns = ["samples", "seen", "ver", "rolling", "trend"] if history is not None else [
+        "samples", "seen", "ver", "metric", "rolling"]  # fmt: skip
+    columns += ["drifts", "last drift"] if last_drift is not None else ["drifts"]
+    for col in columns:
+        table.add_column(col, justify="left" if col == "trend" else "right", no_wrap=True)
+    for s in streams:
+        table.add_row(*_row(s, now, history, last_drift))
+    return table
+
+
+def _row(
+    s: dict[str, Any],
+    now: float,
+    history: History | None,
+    last_drift: dict[tuple[str, str], float] | None,
+) -> list[str]:
+    stale = s["last_seen"] is not None and now - s["last_seen"] > 300
+    row = [
+        f"{s['stream']}/{s['key']}",
+        str(s["samples"]),
+        f"[yellow]{ago(s['last_seen'], now)}[/]" if stale else ago(s["last_seen"], now),
+        # "+c": a challenger is in its grace period (details below the table)
+        f"{s['model_version']}[cyan]+c[/]" if s.get("challenger") else str(s["model_version"]),
+    ]
+    if history is not None:
+        row += [num(_rolling(s)), f"[cyan]{sparkline(history.of(s['stream'], s['key']))}[/]"]
+    else:
+        key, label, _ = _METRICS.get(s["task"], _METRICS["regression"])
+        row += [f"{label} {num(s['metrics'].get(key))}", num(_rolling(s))]
+    row.append(str(s["drifts"]) if not s["drifts"] else f"[yellow]{s['drifts']}[/]")
+    if last_drift is not None:
+        when = last_drift.get((s["stream"], s["key"]))
+        recent = when is not None and now - when < 3600
+        row.append(f"[yellow]{ago(when, now)}[/]" if recent else ago(when, now))
+    return row
 
 
 def _last_drifts(db: Path) -> dict[tuple[str, str], float]:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from edgeml.config import StreamConfig
-from edgeml.records import Label, Reject, RejectReason, Sample
+from edgeml.records import MAX_ABS_VALUE, Label, Reject, RejectReason, Sample
 
 __all__ = ["DEFAULT_KEY", "MAX_ABS_VALUE", "MAX_AUTO_FEATURES", "Decoder", "parse", "topic_matches"]
 
@@ -18,9 +18,6 @@ DEFAULT_KEY = "default"
 # nested objects are followed this deep: a hostile payload must not create a huge model.
 MAX_AUTO_FEATURES = 256
 _MAX_DEPTH = 16
-# Finite numbers beyond this (1e15) are rejected: squared by a scaler they would still fit a
-# float, but no sensor reads them and they only push a linear model towards overflow.
-MAX_ABS_VALUE = 1e15
 # Epoch numbers above this are milliseconds (1e11 s is the year 5138; 1e11 ms is 1973).
 _MS_THRESHOLD = 1e11
 _MAX_TS = 1e10  # the year 2286: anything later is a broken clock, not a reading time

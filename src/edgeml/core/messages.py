@@ -1,16 +1,31 @@
-"""Outcomes and events -> MQTT messages (topic, payload); pure builders, no I/O."""
+"""Outcomes and events -> outgoing messages (topic, payload); pure builders, no I/O."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from typing import Any
+from typing import Any, NamedTuple
 
 from edgeml.records import DriftEvent, Outcome
 
-__all__ = ["drift_message", "event_message", "prediction_message"]
+__all__ = ["Outgoing", "drift_message", "event_message", "prediction_message", "prediction_topic"]
+
+
+class Outgoing(NamedTuple):
+    """A message to publish; `retain` asks the broker to keep it for later subscribers."""
+
+    topic: str
+    payload: bytes
+    qos: int = 0
+    retain: bool = False
+
 
 _compact = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def prediction_topic(prefix: str, stream: str, key: str) -> str:
+    # Built per reading rather than cached: a cache would grow with every device ever seen.
+    return f"{prefix}/{stream}/{key}/prediction"
 
 
 def prediction_message(outcome: Outcome) -> bytes:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgeml.config import Config
-from edgeml.core.engine import Pipeline
+from edgeml.core.engine import Engine
 
 __all__ = ["LIVE_KEYS", "Reload", "apply", "plan"]
 
@@ -82,17 +82,17 @@ def plan(running: Config, new: Config) -> Reload:
     )
 
 
-def apply(pipeline: Pipeline, cfg: Config) -> None:
-    """Give the pipeline's models the drift thresholds of `cfg` (a config `plan` returned).
+def apply(engine: Engine, cfg: Config) -> None:
+    """Give the engine's models the drift thresholds of `cfg` (a config `plan` returned).
 
     A model whose threshold changed gets a new ADWIN with an empty window: River's ADWIN
     fixes delta when it is built. Models created from now on use the new value.
     """
     for stream in cfg.stream:
-        if pipeline.streams.get(stream.name) == stream:
+        if engine.streams.get(stream.name) == stream:
             continue
-        pipeline.streams[stream.name] = stream
-        for (name, _), learner in pipeline.learners.items():
+        engine.streams[stream.name] = stream
+        for (name, _), learner in engine.learners.items():
             if name == stream.name:
                 learner.use_stream(stream)
-    pipeline.cfg = cfg
+    engine.cfg = cfg

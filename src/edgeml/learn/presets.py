@@ -6,17 +6,15 @@ log (after a crash, or as a challenger) is the same model.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from river import anomaly, compose, forest, linear_model, preprocessing, tree
 
-from edgeml.config import Config, StreamConfig
-from edgeml.errors import ConfigError
+from edgeml.config import StreamConfig
 
-__all__ = ["build_model", "check_params", "estimator_of"]
+__all__ = ["build_model", "estimator_class", "estimator_of"]
 
 
 @dataclass(frozen=True)
@@ -66,57 +64,17 @@ _RECIPES: dict[tuple[str, str], _Recipe] = {
 }
 
 
+def estimator_class(stream: StreamConfig) -> type:
+    """The River estimator class a stream's preset builds."""
+    return _RECIPES[(stream.model, stream.task)].estimator
+
+
 def estimator_of(stream: StreamConfig) -> str:
     """The River estimator class a stream's preset uses, e.g. 'HoeffdingAdaptiveTreeRegressor'."""
-    return _RECIPES[(stream.model, stream.task)].estimator.__name__
+    return estimator_class(stream).__name__
 
 
 def build_model(stream: StreamConfig) -> Any:
     """A new, untrained model for a stream (its preset, task and params are valid)."""
     recipe = _RECIPES[(stream.model, stream.task)]
     return recipe.wrap(recipe.estimator(**{**recipe.defaults, **stream.params}), stream)
-
-
-def _try(stream: StreamConfig) -> None:
-    """Build the stream's model and let it learn a few made-up readings: River checks some
-    parameters only when it rebuilds a model, and others only when it learns.
-    """
-    from edgeml.learn.learner import Learner  # the learner builds its models with this module
-    from edgeml.records import Sample
-
-    build_model(stream).clone()
-    learner = Learner(stream, "check")
-    x = dict.fromkeys(stream.features or ("a", "b"), 0.5)
-    label = True if stream.task == "classification" else None
-    y = None if stream.task in ("classification", "anomaly") else 1.0
-    for i in range(max(stream.forecast.lags, stream.forecast.season) + 3):
-        s = Sample(stream.name, "check", float(i), x, y and y + i, label)
-        for event in learner.process(s, i + 1).events:
-            if event.kind == "guard":
-                raise ValueError(
-                    f"the model diverges on a few gentle readings ({event.data['detail']}: "
-                    f"{event.data['value']})"
-                )
-
-
-def check_params(cfg: Config) -> None:
-    """ConfigError naming every `[stream.params]` entry that its preset's estimator refuses."""
-    problems = []
-    for i, stream in enumerate(cfg.stream):
-        recipe = _RECIPES[(stream.model, stream.task)]
-        where = f"{cfg.source}: stream.{i}.params"
-        accepted = [p for p in inspect.signature(recipe.estimator).parameters if p != "self"]
-        unknown = [p for p in stream.params if p not in accepted]
-        if unknown:
-            problems.append(
-                f"{where}: {', '.join(map(repr, unknown))} is not a parameter of preset "
-                f"{stream.model!r} ({recipe.estimator.__name__}); its parameters: "
-                f"{', '.join(accepted)}"
-            )
-            continue
-        try:
-            _try(stream)
-        except Exception as exc:  # River raises many kinds; each means "bad parameter"
-            problems.append(f"{where}: {recipe.estimator.__name__} refuses them: {exc}")
-    if problems:
-        raise ConfigError("\n".join(problems))

@@ -17,8 +17,7 @@ from typing import Any, NamedTuple
 from river import metrics, utils
 
 from edgeml.config import StreamConfig
-from edgeml.core.decode import MAX_ABS_VALUE
-from edgeml.records import Label, Sample
+from edgeml.records import MAX_ABS_VALUE, Label, Sample
 
 __all__ = ["MAX_PREDICTION", "Prediction", "RollingMean", "Task", "make_task", "usable"]
 

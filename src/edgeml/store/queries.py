@@ -73,79 +73,79 @@ def read_status(path: Path, now: float | None = None) -> dict[str, Any]:
     try:
         if conn.execute("PRAGMA user_version").fetchone()[0] < 1:
             return {"daemon": {"running": False}, "streams": []}
-        row = conn.execute("SELECT * FROM daemon WHERE id = 1").fetchone()
-        daemon: dict[str, Any] = {"running": False}
-        if row is not None:
-            rejected = json.loads(row["rejected"])
-            running = (
-                row["stopped"] is None
-                and now - row["last_beat"] < STALE_AFTER_S
-                and _pid_alive(row["pid"])
-            )
-            learned = row["learned"]
-            daemon = {
-                "running": running,
-                "pid": row["pid"],
-                "node": row["node"],
-                "version": row["version"],
-                "started": row["started"],
-                "uptime_s": round((now if running else row["last_beat"]) - row["started"], 1),
-                "last_beat": row["last_beat"],
-                "stopped": row["stopped"],
-                "broker": row["broker"] if running else "disconnected",
-                "broker_connected": running and row["broker"] == "connected",
-                "received": row["received"],
-                "rejected": sum(rejected.values()),
-                "rejected_by_reason": rejected,
-                "learned": learned,
-                "rate": row["rate"] if running else 0.0,
-                "bytes_written": row["bytes_written"],
-                "bytes_per_sample": (
-                    round(row["bytes_written"] / learned, 1)
-                    if row["bytes_written"] is not None and learned
-                    else None
-                ),
-            }
-        streams = []
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        challenger = "m.challenger" if version >= 4 else "NULL"
-        anomalies = {
-            (r[0], r[1]): r[2]
-            for r in conn.execute(
-                "SELECT stream, key, count(*) FROM events WHERE kind = 'anomaly' AND ts >= ?"
-                " GROUP BY stream, key",
-                (now - 3600,),
-            )
-        }
-        for r in conn.execute(
-            "SELECT r.stream, r.key, r.task, m.samples, m.last_seen, m.model_version, m.metrics,"
-            f" m.drifts, {challenger} AS challenger FROM series r JOIN summary m"
-            " ON m.series = r.id ORDER BY r.stream, r.key"
-        ):
-            streams.append(
-                {
-                    "stream": r["stream"],
-                    "key": r["key"],
-                    "task": r["task"],
-                    "samples": r["samples"],
-                    "last_seen": r["last_seen"],
-                    "model_version": r["model_version"],
-                    "metrics": json.loads(r["metrics"]),
-                    "drifts": r["drifts"],
-                    # The challenger in its grace period: since_seq, samples, grace, trigger, t.
-                    "challenger": json.loads(r["challenger"]) if r["challenger"] else None,
-                    "anomalies_1h": anomalies.get((r["stream"], r["key"]), 0),
-                }
-            )
-        return {"daemon": daemon, "streams": streams}
+        return {"daemon": _daemon_status(conn, now), "streams": _stream_status(conn, now)}
     except sqlite3.Error as exc:
         raise StoreError(f"{path}: cannot read status: {exc}") from exc
     finally:
         conn.close()
 
 
-# `edgeml events --kind promotion` means every kind that makes a new model version.
-# Every kind of event that makes a new version.
+def _daemon_status(conn: sqlite3.Connection, now: float) -> dict[str, Any]:
+    row = conn.execute("SELECT * FROM daemon WHERE id = 1").fetchone()
+    if row is None:
+        return {"running": False}
+    rejected = json.loads(row["rejected"])
+    running = (
+        row["stopped"] is None and now - row["last_beat"] < STALE_AFTER_S and _pid_alive(row["pid"])
+    )
+    learned, written = row["learned"], row["bytes_written"]
+    return {
+        "running": running,
+        "pid": row["pid"],
+        "node": row["node"],
+        "version": row["version"],
+        "started": row["started"],
+        "uptime_s": round((now if running else row["last_beat"]) - row["started"], 1),
+        "last_beat": row["last_beat"],
+        "stopped": row["stopped"],
+        "broker": row["broker"] if running else "disconnected",
+        "broker_connected": running and row["broker"] == "connected",
+        "received": row["received"],
+        "rejected": sum(rejected.values()),
+        "rejected_by_reason": rejected,
+        "learned": learned,
+        "rate": row["rate"] if running else 0.0,
+        "bytes_written": written,
+        "bytes_per_sample": round(written / learned, 1)
+        if written is not None and learned
+        else None,
+    }
+
+
+def _stream_status(conn: sqlite3.Connection, now: float) -> list[dict[str, Any]]:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    challenger = "m.challenger" if version >= 4 else "NULL"
+    anomalies = {
+        (r[0], r[1]): r[2]
+        for r in conn.execute(
+            "SELECT stream, key, count(*) FROM events WHERE kind = 'anomaly' AND ts >= ?"
+            " GROUP BY stream, key",
+            (now - 3600,),
+        )
+    }
+    return [
+        {
+            "stream": r["stream"],
+            "key": r["key"],
+            "task": r["task"],
+            "samples": r["samples"],
+            "last_seen": r["last_seen"],
+            "model_version": r["model_version"],
+            "metrics": json.loads(r["metrics"]),
+            "drifts": r["drifts"],
+            # The challenger in its grace period: since_seq, samples, grace, trigger, t.
+            "challenger": json.loads(r["challenger"]) if r["challenger"] else None,
+            "anomalies_1h": anomalies.get((r["stream"], r["key"]), 0),
+        }
+        for r in conn.execute(
+            "SELECT r.stream, r.key, r.task, m.samples, m.last_seen, m.model_version, m.metrics,"
+            f" m.drifts, {challenger} AS challenger FROM series r JOIN summary m"
+            " ON m.series = r.id ORDER BY r.stream, r.key"
+        )
+    ]
+
+
+# `edgeml events --kind promotion` means every kind of event that makes a new model version.
 PROMOTIONS = ("promotion", "import", "rollback")
 
 

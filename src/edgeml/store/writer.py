@@ -2,59 +2,25 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
-import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
+from edgeml.core.batch import Batch, StoredSample
 from edgeml.errors import StoreError
 from edgeml.store.schema import migrate
+from edgeml.store.writes import write_batch
 
-__all__ = ["Batch", "Command", "Heartbeat", "Row", "Snapshot", "Store", "StoredSnapshot"]
+__all__ = ["Command", "Store", "StoredSnapshot"]
 
 # How many recent deliveries are remembered for redelivery detection: MQTT packet ids are
 # 16-bit, so the broker cannot reuse one within the last 65,535 deliveries.
 RECENT_DELIVERIES = 65535
-# Retention deletes at most this many samples per commit, so the daemon never stalls on it.
-PRUNE_SLICE = 2000
-
-
-@dataclass(slots=True)
-class Heartbeat:
-    pid: int
-    node: str
-    version: str
-    started: float
-    broker: str
-    received: int
-    rejected: dict[str, int]
-    learned: int
-    rate: float
-    bytes_written: int | None
-    stopped: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """A pickled learner of one series, as of sample `seq`."""
-
-    series: int
-    seq: int
-    created: float
-    reason: str
-    model_version: int
-    river: str
-    blob: bytes
-
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.blob).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,55 +45,8 @@ class StoredSnapshot:
     sha256: str
 
 
-@dataclass(slots=True)
-class Batch:
-    """Rows produced by the learner since the last commit, written in one transaction."""
-
-    series: list[tuple[Any, ...]] = field(default_factory=list)
-    samples: list[tuple[Any, ...]] = field(default_factory=list)
-    predictions: list[tuple[Any, ...]] = field(default_factory=list)
-    events: list[tuple[Any, ...]] = field(default_factory=list)
-    summary: list[tuple[Any, ...]] = field(default_factory=list)
-    snapshots: list[Snapshot] = field(default_factory=list)
-    # Registry rows: new versions (series, version, created, reason, parent, metrics, river,
-    # blob, seq of the drift that caused it or None), final states of retired versions
-    # (blob, series, version), command results.
-    versions: list[tuple[Any, ...]] = field(default_factory=list)
-    retired: list[tuple[Any, ...]] = field(default_factory=list)
-    command_results: list[tuple[Any, ...]] = field(default_factory=list)
-    heartbeat: Heartbeat | None = None
-    # Prune samples, predictions and events older than this (epoch s), a slice at a time.
-    prune_before: float | None = None
-    # (mid, qos, connection generation) of every MQTT message the batch accounts for.
-    acks: list[tuple[int, int, int]] = field(default_factory=list)
-    first_added: float = 0.0
-    number: int = 0  # batches are numbered in the order they are taken
-
-    def __len__(self) -> int:
-        """Messages (or samples, when one message feeds several streams) in the batch."""
-        return max(len(self.acks), len(self.samples))
-
-    @property
-    def empty(self) -> bool:
-        return not (
-            self.series
-            or self.samples
-            or self.events
-            or self.summary
-            or self.snapshots
-            or self.versions
-            or self.command_results
-            or self.acks
-            or self.heartbeat
-        )
-
-
-# A stored sample: seq, ts, x, y (None for labels-only tasks), label (None when absent).
-Row = tuple[int, float, dict[str, float], float | None, Any]
-
-
-def _row(r: Any) -> Row:
-    return (
+def _row(r: Any) -> StoredSample:
+    return StoredSample(
         int(r[0]),
         float(r[1]),
         json.loads(r[2]),
@@ -235,7 +154,9 @@ class Store:
             row = await cur.fetchone()
         return bytes(row[0]) if row else b""
 
-    async def recent_samples(self, series: int, limit: int, upto: int | None = None) -> list[Row]:
+    async def recent_samples(
+        self, series: int, limit: int, upto: int | None = None
+    ) -> list[StoredSample]:
         """The newest `limit` samples of a series up to seq `upto`, oldest first."""
         rows = await self._db.execute_fetchall(
             "SELECT seq, ts, x, y, label FROM samples WHERE series = ? AND seq <= ?"
@@ -244,7 +165,7 @@ class Store:
         )
         return [_row(r) for r in reversed(list(rows))]
 
-    async def replay_series(self, series: int, after: int) -> list[Row]:
+    async def replay_series(self, series: int, after: int) -> list[StoredSample]:
         """One series' samples after `after` (a rowid range scan from `after`)."""
         rows = await self._db.execute_fetchall(
             "SELECT seq, ts, x, y, label FROM samples WHERE seq > ? AND series = ? ORDER BY seq",
@@ -291,7 +212,7 @@ class Store:
 
     async def replay(
         self, after: dict[int, int], chunk: int = 5000
-    ) -> AsyncIterator[tuple[str, str, Row]]:
+    ) -> AsyncIterator[tuple[str, str, StoredSample]]:
         """The samples of the series in `after` that follow `after[series]` (what the series'
         snapshot has learned), in learning order: stream, key and the row.
         """
@@ -323,141 +244,7 @@ class Store:
 
     async def write(self, batch: Batch) -> None:
         """Write a batch in one transaction: one executemany per table, then commit."""
-        db = self._db
         try:
-            if batch.series:
-                await db.executemany(
-                    "INSERT INTO series(id, stream, key, task, created) VALUES (?,?,?,?,?)",
-                    batch.series,
-                )
-            if batch.samples:
-                await db.executemany(
-                    "INSERT INTO samples(seq, series, ts, x, y, mid, hash, label)"
-                    " VALUES (?,?,?,?,?,?,?,?)",
-                    batch.samples,
-                )
-            if batch.predictions:
-                await db.executemany(
-                    "INSERT INTO predictions(seq, y_pred, error, model_version, label, flag)"
-                    " VALUES (?,?,?,?,?,?)",
-                    batch.predictions,
-                )
-            if batch.events:
-                await db.executemany(
-                    "INSERT INTO events(ts, kind, stream, key, seq, data) VALUES (?,?,?,?,?,?)",
-                    batch.events,
-                )
-            if batch.summary:
-                await db.executemany(
-                    "INSERT OR REPLACE INTO summary(series, samples, last_seen, model_version,"
-                    " metrics, drifts, updated, challenger) VALUES (?,?,?,?,?,?,?,?)",
-                    batch.summary,
-                )
-            if batch.snapshots:
-                await self._snapshots(batch.snapshots)
-            if batch.versions:
-                # OR IGNORE: a replay from an older snapshot (a fallback) makes the same
-                # promotion again. `event` is the drift that caused it, found by its seq.
-                await db.executemany(
-                    "INSERT OR IGNORE INTO models(series, version, created, reason, parent,"
-                    " metrics, river, size, sha256, blob, event) VALUES (?,?,?,?,?,?,?,?,?,?,"
-                    " (SELECT MAX(id) FROM events WHERE kind = 'drift' AND seq = ?"
-                    "  AND stream = (SELECT stream FROM series WHERE id = ?)))",
-                    [
-                        (*v[:7], len(v[7]), hashlib.sha256(v[7]).hexdigest(), v[7], v[8], v[0])
-                        for v in batch.versions
-                    ],
-                )
-            if batch.retired:
-                await db.executemany(
-                    "UPDATE models SET blob = ?, size = ?, sha256 = ?"
-                    " WHERE series = ? AND version = ?",
-                    [
-                        (b, len(b), hashlib.sha256(b).hexdigest(), series, version)
-                        for b, series, version in batch.retired
-                    ],
-                )
-            if batch.command_results:
-                await db.executemany(
-                    "UPDATE commands SET status = ?, result = ?, applied = ? WHERE id = ?",
-                    batch.command_results,
-                )
-            if batch.heartbeat is not None:
-                await self._heartbeat(batch.heartbeat)
-            if batch.prune_before is not None:
-                self.pruned += await self._prune(batch.prune_before)
-            await db.commit()
-            if batch.prune_before is not None:
-                # executescript steps the pragma to the end; execute() frees a single page.
-                await db.executescript(f"PRAGMA incremental_vacuum({PRUNE_SLICE});")
+            self.pruned += await write_batch(self._db, batch, self.keep_snapshots)
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: write failed: {exc}") from exc
-
-    async def _prune(self, before: float) -> int:
-        """Delete one slice of samples older than `before` that every kept snapshot of their
-        stream/key has learned (so a fallback to the oldest snapshot still finds its replay),
-        their predictions, and old events. Returns the samples deleted.
-        """
-        rows = await self._db.execute_fetchall(
-            "SELECT s.seq FROM samples s WHERE s.ts < ? AND s.seq <= COALESCE("
-            " (SELECT MIN(n.seq) FROM snapshots n WHERE n.series = s.series), 0)"
-            " ORDER BY s.seq LIMIT ?",
-            (before, PRUNE_SLICE),
-        )
-        seqs = [(r[0],) for r in rows]
-        if seqs:
-            await self._db.executemany("DELETE FROM samples WHERE seq = ?", seqs)
-            await self._db.executemany("DELETE FROM predictions WHERE seq = ?", seqs)
-        await self._db.execute(
-            "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE ts < ? LIMIT ?)",
-            (before, PRUNE_SLICE),
-        )
-        return len(seqs)
-
-    async def _snapshots(self, snaps: list[Snapshot]) -> None:
-        await self._db.executemany(
-            "INSERT INTO snapshots(series, seq, created, reason, model_version, river, size,"
-            " sha256, blob) VALUES (?,?,?,?,?,?,?,?,?)",
-            [
-                (
-                    s.series,
-                    s.seq,
-                    s.created,
-                    s.reason,
-                    s.model_version,
-                    s.river,
-                    len(s.blob),
-                    s.sha256,
-                    s.blob,
-                )
-                for s in snaps
-            ],
-        )
-        # Keep the newest few per series: an older one is the fallback if the newest is
-        # unreadable, and the samples it needs are still in the log.
-        await self._db.executemany(
-            "DELETE FROM snapshots WHERE series = ? AND id NOT IN"
-            " (SELECT id FROM snapshots WHERE series = ? ORDER BY seq DESC, id DESC LIMIT ?)",
-            [(s.series, s.series, self.keep_snapshots) for s in snaps],
-        )
-
-    async def _heartbeat(self, hb: Heartbeat) -> None:
-        await self._db.execute(
-            "INSERT OR REPLACE INTO daemon(id, pid, node, version, started, last_beat, stopped,"
-            " broker, received, rejected, learned, rate, bytes_written)"
-            " VALUES (1,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                hb.pid,
-                hb.node,
-                hb.version,
-                hb.started,
-                time.time(),
-                hb.stopped,
-                hb.broker,
-                hb.received,
-                json.dumps(hb.rejected, sort_keys=True),
-                hb.learned,
-                hb.rate,
-                hb.bytes_written,
-            ),
-        )

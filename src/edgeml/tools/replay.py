@@ -11,12 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
-
 from edgeml.config import Config, StreamConfig
 from edgeml.core.decode import Decoder
 from edgeml.errors import EdgemlError
 from edgeml.records import Reject, Sample
+from edgeml.transport.mqtt import client_for
 
 __all__ = ["ReplayResult", "parse_speed", "replay", "rows", "topic_for"]
 
@@ -114,19 +113,9 @@ async def replay(
     decoder = Decoder(stream, cfg.mqtt.max_payload_bytes)
     topic = topic_for(stream, key)
     result = ReplayResult()
-    m = cfg.mqtt
     first_ts: float | None = None
     started = time.monotonic()
-    async with aiomqtt.Client(
-        m.host,
-        m.port,
-        username=m.username,
-        password=m.resolve_password(),
-        tls_params=aiomqtt.TLSParameters(ca_certs=str(m.tls.ca_file))
-        if m.tls and m.tls.ca_file
-        else None,
-        max_inflight_messages=_WINDOW,
-    ) as client:
+    async with client_for(cfg.mqtt, max_inflight_messages=_WINDOW) as client:
         client.pending_calls_threshold = _WINDOW + 1
         pending: set[asyncio.Task[None]] = set()
         for line, row in rows(path):

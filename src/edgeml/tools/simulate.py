@@ -13,7 +13,9 @@ from dataclasses import dataclass
 
 import aiomqtt
 
+from edgeml.config import MqttConfig
 from edgeml.transport import _paho
+from edgeml.transport.mqtt import client_for
 
 __all__ = ["Faults", "Reading", "Simulator", "run"]
 
@@ -110,16 +112,15 @@ class Simulator:
 
 
 async def run(
-    host: str,
-    port: int,
+    broker: MqttConfig,
     sim: Simulator,
     duration: float,
     say: Callable[[str], None] = print,
 ) -> int:
     """Publish for `duration` seconds at the simulator's rate; returns the readings sent."""
     clients = {
-        d: aiomqtt.Client(
-            host, port, identifier=f"edgeml-sim-{d}",
+        d: client_for(
+            broker, identifier=f"edgeml-sim-{d}",
             will=aiomqtt.Will(f"sensors/{d}/status", b"offline", qos=1, retain=True),
         )
         for d in sim.devices

@@ -48,9 +48,11 @@ def set_receiver(client: aiomqtt.Client, receive: Callable[[paho.MQTTMessage], N
     _paho(client).on_message = on_message
 
 
-def publish_nowait(client: aiomqtt.Client, topic: str, payload: bytes, qos: int = 0) -> bool:
+def publish_nowait(
+    client: aiomqtt.Client, topic: str, payload: bytes, qos: int = 0, retain: bool = False
+) -> bool:
     """Queue a publish without waiting for it; False if the client is not connected."""
-    info = _paho(client).publish(topic, payload, qos)
+    info = _paho(client).publish(topic, payload, qos, retain)
     return bool(info.rc == paho.MQTT_ERR_SUCCESS)
 
 

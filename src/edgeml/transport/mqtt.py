@@ -1,4 +1,9 @@
-"""The MQTT session: connect, subscribe, reconnect with backoff; deliveries in, acks out."""
+"""The MQTT transport: connect, subscribe, reconnect with backoff; deliveries in, acks out.
+
+It is the one place an MQTT client is built (`client_for`): the daemon's session, `replay`,
+`simulate` and the demo all connect through it, so TLS and auth are handled once. Packet
+ids, the DUP flag and the receive window stay here; the rest of edgeml sees a Delivery.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ import socket
 import ssl
 import time
 from collections.abc import Coroutine
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 import aiomqtt
 import paho.mqtt.client as paho
@@ -20,10 +25,11 @@ import structlog
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edgeml.config import Config
+from edgeml.config import Config, MqttConfig
+from edgeml.records import Delivery
 from edgeml.transport import _paho
 
-__all__ = ["BACKOFF_CAP_S", "Delivery", "Session"]
+__all__ = ["BACKOFF_CAP_S", "Session", "client_for"]
 
 log = structlog.get_logger("edgeml.ingest")
 T = TypeVar("T")
@@ -32,16 +38,32 @@ BACKOFF_FIRST_S = 0.5
 BACKOFF_CAP_S = 30.0
 
 
-class Delivery(NamedTuple):
-    """One message as the broker delivered it, tagged with the connection it came on."""
+# An MQTT 3.1.1 broker sends at most this many QoS 1 messages before it waits for acks.
+MQTT311_IN_FLIGHT = 20
 
-    topic: str
-    payload: bytes
-    qos: int
-    mid: int
-    dup: bool
-    generation: int
-    arrival: float
+
+def client_for(
+    m: MqttConfig, host: str | None = None, port: int | None = None, **options: Any
+) -> aiomqtt.Client:
+    """An aiomqtt client for the broker of `m` (or `host`/`port`), with its auth and TLS.
+
+    `options` go to aiomqtt as they are (identifier, will, protocol, ...).
+    """
+    if m.tls is not None:
+        options["tls_params"] = aiomqtt.TLSParameters(
+            ca_certs=str(m.tls.ca_file) if m.tls.ca_file else None,
+            certfile=str(m.tls.cert_file) if m.tls.cert_file else None,
+            keyfile=str(m.tls.key_file) if m.tls.key_file else None,
+            cert_reqs=ssl.CERT_NONE if m.tls.insecure else ssl.CERT_REQUIRED,
+        )
+        options["tls_insecure"] = m.tls.insecure
+    return aiomqtt.Client(
+        m.host if host is None else host,
+        m.port if port is None else port,
+        username=m.username,
+        password=m.resolve_password(),
+        **options,
+    )
 
 
 class Session:
@@ -66,20 +88,27 @@ class Session:
 
     # -- called from the learner and the store writer ---------------------------------
 
-    def ack(self, mid: int, qos: int, generation: int) -> None:
-        """Acknowledge a committed delivery if it came on the current connection.
+    @property
+    def max_unacked(self) -> int:
+        m = self.cfg.mqtt
+        return m.receive_maximum if m.protocol == "5" else MQTT311_IN_FLIGHT
+
+    def ack(self, token: tuple[int, int, int]) -> None:
+        """Acknowledge a committed delivery (packet id, QoS, connection generation) if it
+        came on the current connection.
 
         A delivery from an earlier connection is not acknowledged here: the broker sends it
         again (DUP set, same packet id) and the learner acknowledges that copy.
         """
-        if qos and generation == self.generation and self._client is not None:
+        mid, qos, generation = token
+        if generation == self.generation and self._client is not None:
             _paho.ack(self._client, mid, qos)
 
-    def publish(self, topic: str, payload: bytes, qos: int = 0) -> bool:
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> bool:
         """Queue a message without awaiting it; dropped (False) while disconnected."""
         if self._client is None or self.state != "connected":
             return False
-        return _paho.publish_nowait(self._client, topic, payload, qos)
+        return _paho.publish_nowait(self._client, topic, payload, qos, retain)
 
     # -- the connection loop -------------------------------------------------------------
 
@@ -105,15 +134,16 @@ class Session:
 
     def _receive(self, message: paho.MQTTMessage) -> None:
         self.received += 1
+        qos, mid = message.qos, message.mid
+        # QoS 0 is never acknowledged nor redelivered: no token, no dedup id.
         self.inbox.append(
             Delivery(
                 message.topic,
                 bytes(message.payload),
-                message.qos,
-                message.mid,
-                bool(message.dup),
-                self.generation,
                 time.time(),
+                (mid, qos, self.generation) if qos else None,
+                mid if qos else None,
+                bool(message.dup),
             )
         )
         self.wake()
@@ -121,10 +151,7 @@ class Session:
     def _make_client(self) -> aiomqtt.Client:
         m = self.cfg.mqtt
         will = aiomqtt.Will(self.cfg.status_topic, b"offline", qos=1, retain=True)
-        common: dict[str, object] = {
-            "port": m.port,
-            "username": m.username,
-            "password": m.resolve_password(),
+        common: dict[str, Any] = {
             "identifier": self.cfg.client_id,
             "keepalive": m.keepalive,
             "will": will,
@@ -133,33 +160,22 @@ class Session:
             # Small messages wait ~14 ms for Nagle's algorithm without this.
             "socket_options": ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
         }
-        if m.tls is not None:
-            common["tls_params"] = aiomqtt.TLSParameters(
-                ca_certs=str(m.tls.ca_file) if m.tls.ca_file else None,
-                certfile=str(m.tls.cert_file) if m.tls.cert_file else None,
-                keyfile=str(m.tls.key_file) if m.tls.key_file else None,
-                cert_reqs=ssl.CERT_NONE if m.tls.insecure else ssl.CERT_REQUIRED,
-            )
-            common["tls_insecure"] = m.tls.insecure
         if m.protocol == "5":
             props = Properties(PacketTypes.CONNECT)
             props.ReceiveMaximum = m.receive_maximum
             # Without an expiry an MQTT 5 session ends with the connection (clean_start=False
             # alone is not enough).
             props.SessionExpiryInterval = m.session_expiry_s
-            client = aiomqtt.Client(
-                m.host,
+            client = client_for(
+                m,
                 protocol=aiomqtt.ProtocolVersion.V5,
                 clean_start=False,
                 properties=props,
-                **common,  # type: ignore[arg-type]
+                **common,
             )
         else:
-            client = aiomqtt.Client(
-                m.host,
-                protocol=aiomqtt.ProtocolVersion.V311,
-                clean_session=False,
-                **common,  # type: ignore[arg-type]
+            client = client_for(
+                m, protocol=aiomqtt.ProtocolVersion.V311, clean_session=False, **common
             )
         _paho.enable_manual_ack(client)
         _paho.set_receiver(client, self._receive)

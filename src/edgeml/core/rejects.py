@@ -1,0 +1,56 @@
+"""Rejected payloads, tallied per stream into at most one `reject` event a minute."""
+
+from __future__ import annotations
+
+import collections
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from edgeml.records import Reject
+
+__all__ = ["REJECT_EVENT_EVERY_S", "RejectTally"]
+
+# Rejected payloads become at most one `reject` event per stream in this many seconds.
+REJECT_EVENT_EVERY_S = 60.0
+
+
+@dataclass(slots=True)
+class _Burst:
+    """The payloads one stream rejected since its last `reject` event."""
+
+    since: float
+    reasons: collections.Counter[str] = field(default_factory=collections.Counter)
+    topic: str = ""
+    detail: str = ""
+
+
+class RejectTally:
+    def __init__(self) -> None:
+        self.total: collections.Counter[str] = collections.Counter()  # by reason, since start
+        self._bursts: dict[str, _Burst] = {}
+
+    def note(self, r: Reject, topic: str) -> None:
+        self.total[r.reason.value] += 1
+        burst = self._bursts.get(r.stream)
+        if burst is None:
+            burst = self._bursts[r.stream] = _Burst(time.time())
+        burst.reasons[r.reason.value] += 1
+        burst.topic, burst.detail = topic, r.detail
+
+    def due(self, final: bool = False) -> list[dict[str, Any]]:
+        """The fields of a `reject` event per stream whose first unreported reject is a
+        minute old (or any, when `final`): how many, by reason, and the last one's topic
+        and detail.
+        """
+        now = time.time()
+        events = []
+        for stream, burst in list(self._bursts.items()):
+            if not final and now - burst.since < REJECT_EVENT_EVERY_S:
+                continue
+            del self._bursts[stream]
+            events.append({"stream": stream, "key": None, "seq": None, "ts": now,
+                           "since": burst.since, "count": burst.reasons.total(),
+                           "reasons": dict(burst.reasons), "topic": burst.topic,
+                           "detail": burst.detail})  # fmt: skip
+        return events
