@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from edgeml.config import loader as config
 from edgeml.config import Config, load, parse_duration, warnings_for
+from edgeml.config import loader as config
 from edgeml.errors import ConfigError, EdgemlError
 
 MINIMAL = """

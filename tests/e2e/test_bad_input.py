@@ -22,7 +22,16 @@ from edgeml.core.messages import Outgoing
 from edgeml.learn.tasks import MAX_PREDICTION
 from edgeml.records import Delivery
 from edgeml.store.queries import read_events, read_status
-from tests.conftest import Broker, db_rows, load_config, publish_all, running, settle, write_config
+from tests.conftest import (
+    Broker,
+    db_rows,
+    load_config,
+    publish_all,
+    running,
+    settle,
+    wait_for,
+    write_config,
+)
 
 STREAM = """
 [[stream]]
@@ -78,9 +87,8 @@ async def test_hostile_corpus_is_counted_by_reason_and_good_readings_are_learned
     async with running(cfg) as daemon:
         await publish_all(broker, messages)
         assert await settle(cfg, len(HOSTILE) * 3) == len(HOSTILE) * 3
-        await asyncio.sleep(0.3)
+        await wait_for(lambda: daemon.transport.received == len(messages))
         assert daemon.transport.state == "connected"
-        assert daemon.transport.received == len(messages)
     expected: dict[str, int] = {}
     for _, reason in HOSTILE:
         expected[reason] = expected.get(reason, 0) + 3

@@ -23,17 +23,9 @@ from tests.conftest import (
     wait_for,
     write_config,
 )
+from tests.helpers import telemetry
 
 TRUMP_FEATURES = ["ordinal_date", "gallup", "ipsos", "morning_consult", "rasmussen", "you_gov"]
-
-
-def telemetry(n: int, devices: int = 3, start: int = 0) -> list[tuple[str, bytes]]:
-    out = []
-    for i in range(start, start + n):
-        h = 40 + (i * 7919 % 200) / 10
-        body = {"i": i, "h": h, "t": 0.5 * h + 3}
-        out.append((f"sensors/dev{i % devices}/telemetry", json.dumps(body).encode()))
-    return out
 
 
 async def test_trump_approval_mae_equals_river_progressive_validation(

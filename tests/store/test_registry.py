@@ -23,7 +23,7 @@ from tests.conftest import (
     settle,
     write_config,
 )
-from tests.test_daemon import telemetry
+from tests.helpers import telemetry
 
 runner = CliRunner()
 PROBE = [{"i": float(i), "h": 40.0 + i % 9} for i in range(0, 300, 30)]

@@ -18,7 +18,7 @@ from tests.conftest import (
     settle,
     write_config,
 )
-from tests.test_daemon import telemetry
+from tests.helpers import telemetry
 
 runner = CliRunner()
 

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import os
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,62 +29,7 @@ from tests.conftest import (
     wait_for,
     write_config,
 )
-
-
-class Listener:
-    """What systemd does with NOTIFY_SOCKET: receive datagrams and the sender's pid
-    (SO_PASSCRED, as NotifyAccess=main needs); here each is also kept with its arrival time.
-    """
-
-    def __init__(self, name: str) -> None:
-        self.name = name  # the NOTIFY_SOCKET value: a path or @abstract
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind("\0" + name[1:] if name.startswith("@") else name)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-        self.sock.setblocking(False)
-        self.pid: int | None = None  # when set, messages from other processes are ignored
-        self.received: list[tuple[float, str]] = []
-        self.ignored: list[tuple[int, str]] = []
-        self._arrived = asyncio.Event()
-
-    def _read(self) -> None:
-        with contextlib.suppress(BlockingIOError):
-            while True:
-                data, ancillary, _, _ = self.sock.recvmsg(65536, socket.CMSG_SPACE(12))
-                pid = -1
-                for level, kind, value in ancillary:
-                    if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
-                        pid = struct.unpack("3i", value[:12])[0]
-                if self.pid is not None and pid != self.pid:
-                    self.ignored.append((pid, data.decode()))
-                    continue
-                self.received.append((time.monotonic(), data.decode()))
-                self._arrived.set()
-
-    async def next(self, line: str, after: int = 0) -> tuple[int, str]:
-        """Wait for a message with this line, at index `after` or later: (index, message)."""
-        async with asyncio.timeout(30):
-            while True:
-                for i, (_, msg) in enumerate(self.received[after:], after):
-                    if line in msg.split("\n"):
-                        return i, msg
-                self._arrived.clear()
-                await self._arrived.wait()
-
-    def pings(self, after: int = 0) -> list[float]:
-        return [t for t, msg in self.received[after:] if "WATCHDOG=1" in msg.split("\n")]
-
-
-@contextlib.asynccontextmanager
-async def listening(name: str) -> AsyncIterator[Listener]:
-    listener = Listener(name)
-    loop = asyncio.get_running_loop()
-    loop.add_reader(listener.sock, listener._read)
-    try:
-        yield listener
-    finally:
-        loop.remove_reader(listener.sock)
-        listener.sock.close()
+from tests.helpers import abstract_name, listening, under_systemd
 
 
 @pytest.fixture
@@ -96,23 +38,6 @@ def short_dir() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="edgeml-"))
     yield path
     shutil.rmtree(path, ignore_errors=True)
-
-
-def abstract_name() -> str:
-    return f"@edgeml-test-{uuid.uuid4().hex[:12]}"
-
-
-@contextlib.contextmanager
-def under_systemd(notify_socket: str, watchdog_usec: int) -> Iterator[None]:
-    """The environment systemd gives a Type=notify service with WatchdogSec= set, for the
-    processes started inside the block only (a mosquitto started later must not inherit it:
-    it speaks sd_notify too).
-    """
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("NOTIFY_SOCKET", notify_socket)
-        env.setenv("WATCHDOG_USEC", str(watchdog_usec))
-        env.delenv("WATCHDOG_PID", raising=False)
-        yield
 
 
 # -- the protocol --------------------------------------------------------------------------

@@ -114,7 +114,7 @@ asyncio.run(main())
 @pytest.mark.parametrize("keys", [100_000])
 def test_a_flood_of_new_keys_keeps_memory_bounded(tmp_path: Path, keys: int) -> None:
     """Every reading comes from a new device id: RSS stops growing once max_live is reached."""
-    root = str(Path(__file__).resolve().parent.parent)
+    root = str(Path(__file__).resolve().parents[2])
     script = RSS_SCRIPT.format(
         root=root, tmp=str(tmp_path), streams=TELEMETRY, extra="[models]\nmax_live = 500\n", n=keys
     )

@@ -13,6 +13,7 @@ import aiomqtt
 
 from edgeml.store.queries import read_events, read_status
 from tests.conftest import Broker, db_rows, load_config, publish_all, running, settle, write_config
+from tests.helpers import DRIFTING
 
 
 async def _collect(sub: aiomqtt.Client, into: list[tuple[str, Any]]) -> None:
@@ -170,17 +171,6 @@ async def test_forecast_publishes_the_next_values(broker: Broker, tmp_path: Path
     metrics = read_status(cfg.db_path)["streams"][0]["metrics"]
     assert set(metrics) == {"mae", "rmse", "smape", "rolling_mae"}
     assert metrics["rolling_mae"] < 0.1  # the sine moves up to 0.5 per step
-
-
-DRIFTING = """
-[[stream]]
-name = "power"
-topic = "meter/+/power"
-key = "topic:1"
-target = "p"
-features = ["t", "h", "w"]
-model = "tree"
-"""
 
 
 def _sensor(seed: int, n: int, change: int) -> list[tuple[str, bytes]]:

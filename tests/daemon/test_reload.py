@@ -22,8 +22,7 @@ from tests.conftest import (
     wait_for,
     write_config,
 )
-from tests.test_daemon import telemetry
-from tests.test_sdnotify import abstract_name, listening, under_systemd
+from tests.helpers import abstract_name, listening, telemetry, under_systemd
 
 HUMIDITY = """
 [[stream]]

@@ -9,8 +9,8 @@ import aiomqtt
 import structlog
 
 from edgeml.daemon.service import Daemon
-from tests.conftest import TELEMETRY, Broker, load_config, running, settle, write_config
-from tests.test_daemon import telemetry
+from tests.conftest import TELEMETRY, Broker, load_config, running, settle, wait_for, write_config
+from tests.helpers import telemetry
 
 
 def secure_config(tmp_path: Path, broker: Broker) -> Path:
@@ -54,8 +54,8 @@ async def test_wrong_password_keeps_retrying_and_says_why(
     stop = asyncio.Event()
     with structlog.testing.capture_logs() as logs:
         task = asyncio.create_task(daemon.run(stop))
-        await asyncio.sleep(1.5)
-        # Not connected, not crashed: it backs off and tries again.
+        # Refused twice: not connected, not crashed, it backs off and tries again.
+        await wait_for(lambda: sum(e["event"] == "mqtt_disconnected" for e in logs) >= 2)
         assert not daemon.ready.is_set()
         assert not task.done()
         assert daemon.transport.state in ("connecting", "disconnected")
@@ -75,9 +75,12 @@ async def test_untrusted_server_certificate_is_refused(
     cfg = load_config(path)
     daemon = Daemon(cfg)
     stop = asyncio.Event()
-    task = asyncio.create_task(daemon.run(stop))
-    await asyncio.sleep(1.5)
+    with structlog.testing.capture_logs() as logs:
+        task = asyncio.create_task(daemon.run(stop))
+        await wait_for(lambda: any(e["event"] == "mqtt_disconnected" for e in logs))
     assert not daemon.ready.is_set()
+    refused = next(e for e in logs if e["event"] == "mqtt_disconnected")
+    assert "certificate verify failed" in refused["error"], refused
     stop.set()
     async with asyncio.timeout(10):
         await task

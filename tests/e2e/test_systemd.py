@@ -27,7 +27,7 @@ import edgeml
 from edgeml.config import load
 from tests.conftest import TELEMETRY, Broker, wait_for, write_config
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 UNIT = REPO / "systemd" / "edgeml.service"
 INSTALL = REPO / "systemd" / "install.sh"
 ANALYZE = shutil.which("systemd-analyze")

@@ -16,21 +16,12 @@ from tests.conftest import (
     Broker,
     db_rows,
     load_config,
-    publish_all,
     sample_count,
     settle,
     wait_for,
     write_config,
 )
-from tests.test_daemon import telemetry
-
-
-async def publish_paced(broker: Broker, messages: list[tuple[str, bytes]], per_s: float) -> None:
-    """Publish in chunks of 100 at about `per_s` messages per second."""
-    for i in range(0, len(messages), 100):
-        t0 = time.monotonic()
-        await publish_all(broker, messages[i : i + 100])
-        await asyncio.sleep(max(0.0, 100 / per_s - (time.monotonic() - t0)))
+from tests.helpers import publish_paced, telemetry
 
 
 async def test_sigkill_while_publishing_loses_nothing_and_stores_nothing_twice(

@@ -18,7 +18,7 @@ from tests.conftest import (
     settle,
     write_config,
 )
-from tests.test_daemon import telemetry
+from tests.helpers import heartbeats, telemetry
 
 
 def test_sparkline_scales_to_eight_levels() -> None:
@@ -37,7 +37,7 @@ async def test_live_view_of_a_real_store_renders_at_any_width(
         for start in (0, 90, 180):
             await publish_all(broker, telemetry(90, devices=3, start=start))
             assert await settle(cfg, start + 90) == start + 90
-            await __import__("asyncio").sleep(2.2)  # a summary write between refreshes
+            await heartbeats(cfg.db_path, 1)  # a summary write between refreshes
             snapshot_view(cfg.db_path, history)
         console = Console(width=width, record=True, color_system=None)
         console.print(snapshot_view(cfg.db_path, history))

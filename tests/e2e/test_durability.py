@@ -25,12 +25,16 @@ from tests.conftest import (
     publish_all,
     running,
     settle,
+    wait_for,
     write_config,
 )
-from tests.test_daemon import telemetry
-from tests.test_engine_e2e import DRIFTING
-from tests.test_process import publish_paced
+from tests.helpers import DRIFTING, heartbeats, publish_paced, telemetry
 
+# Series whose newest sample is covered by an interval snapshot.
+COVERED_BY_INTERVAL = (
+    "SELECT count(DISTINCT series) FROM snapshots n WHERE reason = 'interval'"
+    " AND seq = (SELECT MAX(seq) FROM samples s WHERE s.series = n.series)"
+)
 FAST_SNAPSHOTS = """
 [store]
 summary_interval = "200ms"
@@ -110,7 +114,8 @@ async def test_unusable_newest_snapshot_falls_back_to_an_older_one_and_a_longer_
         for start in (0, 150):
             await publish_all(broker, telemetry(150, start=start))
             assert await settle(cfg, start + 150) == start + 150
-            await asyncio.sleep(0.8)  # an interval snapshot between the two halves
+            # An interval snapshot of every device between the two halves.
+            await wait_for(lambda: db_rows(cfg, COVERED_BY_INTERVAL) == [(3,)])
     # Corrupt the newest snapshot of every device; remove all snapshots of dev2.
     db_rows(cfg, "SELECT 1")  # the file exists and is readable
     import sqlite3
@@ -194,7 +199,7 @@ async def test_retention_prunes_only_what_snapshots_cover_and_the_file_shrinks(
     async with running(cfg):
         await publish_all(broker, old_and_new(3000, 0))
         assert await settle(cfg, 3000) == 3000
-        await asyncio.sleep(1.0)  # several retention passes
+        await heartbeats(cfg.db_path, 3)  # several retention passes
         # Two hours old, but no snapshot has covered them yet: all kept.
         assert counts(cfg) == (3000, 3000, 0)
     pages_full = db_rows(cfg, "PRAGMA page_count")[0][0]
