@@ -18,7 +18,7 @@ from rich.table import Table
 from edgeml import __version__
 from edgeml.cli import models as cli_models
 from edgeml.cli import tools as cli_tools
-from edgeml.cli.common import ConfigOpt, err, fail, load_or_exit, split_target
+from edgeml.cli.common import ConfigOpt, err, exit_on_error, fail, load_or_exit, split_target
 from edgeml.config import Config, parse_duration, warnings_for
 from edgeml.errors import EdgemlError
 
@@ -134,13 +134,11 @@ def status(
     from edgeml.store.queries import read_status
 
     _check_access(cfg.node.state_dir)
-    try:
+    with exit_on_error():
         if watch:
             view.watch(cfg.db_path)
             return
         doc = read_status(cfg.db_path)
-    except EdgemlError as exc:
-        raise fail(str(exc)) from None
     if as_json:
         typer.echo(json.dumps(doc, indent=2))
     else:
@@ -179,10 +177,8 @@ def events(
     kinds: list[str] = []
     for k in kind or []:
         kinds.extend(PROMOTIONS if k == "promotion" else [k])
-    try:
+    with exit_on_error():
         rows = read_events(cfg.db_path, kinds, stream, _since(since), limit)
-    except EdgemlError as exc:
-        raise fail(str(exc)) from None
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -226,11 +222,8 @@ def report(
 
     _known_stream(cfg, stream, config)
     _check_access(cfg.node.state_dir)
-    try:
-        with err.status("reading the history"):
-            count = write(output, cfg.db_path, stream, _since(since), points)
-    except (EdgemlError, OSError) as exc:
-        raise fail(str(exc)) from None
+    with exit_on_error(OSError), err.status("reading the history"):
+        count = write(output, cfg.db_path, stream, _since(since), points)
     size = output.stat().st_size / 2**20
     typer.echo(f"wrote {output} ({count} stream/keys, {size:.1f} MiB): open it in a browser")
 
@@ -257,11 +250,9 @@ def plot(
     _check_access(cfg.node.state_dir)
     console = Console()
     columns = width or min(console.width, 200)
-    try:
+    with exit_on_error():
         # Braille draws two points per column.
         found = read_history(cfg.db_path, stream_name, key, _since(since), points=2 * columns)
-    except EdgemlError as exc:
-        raise fail(str(exc)) from None
     if not found:
         raise fail(f"{target}: no such stream/key has learned yet (see `edgeml status`)")
     typer.echo(render(found[0], columns, height, colour=console.is_terminal))

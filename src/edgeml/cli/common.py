@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -9,9 +11,9 @@ import typer
 from rich.console import Console
 
 from edgeml.config import Config, load
-from edgeml.errors import ConfigError
+from edgeml.errors import ConfigError, EdgemlError
 
-__all__ = ["ConfigOpt", "err", "fail", "load_or_exit", "split_target"]
+__all__ = ["ConfigOpt", "err", "exit_on_error", "fail", "load_or_exit", "split_target"]
 
 ConfigOpt = Annotated[
     Path,
@@ -27,6 +29,16 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     """Print `message` on stderr and return the Exit to raise (config errors use code 2)."""
     err.print(message, markup=False, highlight=False)
     return typer.Exit(code)
+
+
+@contextlib.contextmanager
+def exit_on_error(*also: type[Exception]) -> Iterator[None]:
+    """An EdgemlError (or one of `also`) in the block: its message on stderr, exit 1."""
+    caught: tuple[type[Exception], ...] = (EdgemlError, *also)
+    try:
+        yield
+    except caught as exc:
+        raise fail(str(exc)) from None
 
 
 def load_or_exit(path: Path) -> Config:

@@ -11,9 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from edgeml.cli.common import ConfigOpt, err, fail, load_or_exit, split_target
+from edgeml.cli.common import ConfigOpt, err, exit_on_error, fail, load_or_exit, split_target
 from edgeml.config import Config
-from edgeml.errors import EdgemlError
 
 app = typer.Typer(
     help="Model versions: list, export, import, roll back, retrain.",
@@ -48,10 +47,8 @@ def list_(
     cfg = load_or_exit(config)
     from edgeml.store.registry import list_versions
 
-    try:
+    with exit_on_error():
         rows = list_versions(cfg.db_path, stream)
-    except EdgemlError as exc:
-        raise fail(str(exc)) from None
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -92,7 +89,7 @@ def export(
     cfg = load_or_exit(config)
     from edgeml.store.registry import export_bundle, list_versions
 
-    try:
+    with exit_on_error():
         if all_:
             champions = [r for r in list_versions(cfg.db_path) if r["champion"]]
             for r in champions:
@@ -105,8 +102,6 @@ def export(
             raise fail("give STREAM/KEY, or --all", 2)
         stream, key = split_target(target)
         manifest: dict[str, Any] = export_bundle(cfg, stream, key, version, out)
-    except EdgemlError as exc:
-        raise fail(str(exc)) from None
     typer.echo(
         f"{stream}/{key} v{manifest['version']} -> {out} "
         f"({manifest['size']} B, sha256 {manifest['sha256'][:12]})"
@@ -133,10 +128,8 @@ def import_(
     sc = next((s for s in cfg.stream if s.name == stream), None)
     if sc is None:
         raise fail(f"no stream {stream!r} in {config}", 2)
-    try:
+    with exit_on_error():
         manifest, blob = read_bundle(bundle)
-    except EdgemlError as exc:
-        raise fail(str(exc)) from None
     problems = import_problems(manifest, sc)
     if problems and not force:
         raise fail(
@@ -147,10 +140,8 @@ def import_(
     err.print(
         "note: a bundle is a pickle, and loading a pickle runs code: import only bundles you trust"
     )
-    try:
+    with exit_on_error():
         command_id = send_command(cfg.db_path, "import", stream, key, {"bundle": str(bundle)}, blob)
-    except EdgemlError as exc:
-        raise fail(str(exc)) from None
     _report(cfg, command_id)
 
 
@@ -165,15 +156,13 @@ def rollback(
     from edgeml.store.registry import list_versions, send_command
 
     stream, key = split_target(target)
-    try:
+    with exit_on_error():
         versions = [v["version"] for v in list_versions(cfg.db_path, stream) if v["key"] == key]
         if to not in versions:
             raise fail(
                 f"{target} has no version {to} (it has {', '.join(map(str, versions)) or 'none'})"
             )
         command_id = send_command(cfg.db_path, "rollback", stream, key, {"to": to})
-    except EdgemlError as exc:
-        raise fail(str(exc)) from None
     _report(cfg, command_id)
 
 
@@ -190,10 +179,8 @@ def retrain(
     from edgeml.store.registry import list_versions, send_command
 
     stream, key = split_target(target)
-    try:
+    with exit_on_error():
         if not any(v["key"] == key for v in list_versions(cfg.db_path, stream)):
             raise fail(f"{target}: no such model (see `edgeml models list`)")
         command_id = send_command(cfg.db_path, "retrain", stream, key, {"samples": samples})
-    except EdgemlError as exc:
-        raise fail(str(exc)) from None
     _report(cfg, command_id)

@@ -8,9 +8,8 @@ from typing import Annotated
 
 import typer
 
-from edgeml.cli.common import ConfigOpt, err, fail, load_or_exit
+from edgeml.cli.common import ConfigOpt, err, exit_on_error, fail, load_or_exit
 from edgeml.config import MqttConfig
-from edgeml.errors import EdgemlError
 
 __all__ = ["replay", "simulate"]
 
@@ -41,7 +40,7 @@ def replay(
     sc = next((s for s in cfg.stream if s.name == stream), None)
     if sc is None:
         raise fail(f"no stream {stream!r} in {config}", 2)
-    try:
+    with exit_on_error(OSError):
         factor = parse_speed(speed)
         total = sum(1 for _ in csv_file.open(encoding="utf-8", errors="replace")) - 1
         with Progress(console=err, transient=True) as bar:
@@ -56,8 +55,6 @@ def replay(
                     lambda line: bar.update(task, completed=line - 1),
                 )
             )
-    except (EdgemlError, OSError) as exc:
-        raise fail(str(exc)) from None
     for line, why in result.bad[:20]:
         err.print(f"{csv_file}:{line}: {why}", markup=False, highlight=False)
     if len(result.bad) > 20:

@@ -7,7 +7,7 @@ per-message Task; paho, underneath, has both what edgeml needs and costs less:
 * the raw paho message (with its DUP flag) from paho's own `on_message` callback;
 * a non-blocking publish, so a prediction per reading does not await a round trip.
 
-`tests/test_paho_hooks.py` fails loudly if a new aiomqtt or paho moves any of these.
+`tests/transport/test_paho_hooks.py` fails loudly if a new aiomqtt or paho moves any of these.
 """
 
 from __future__ import annotations
