@@ -4,6 +4,7 @@ from edgeml.config.loader import load, warnings_for
 from edgeml.config.model import (
     DEFAULT_PRESET,
     PRESET_TASKS,
+    AlertConfig,
     AnomalyConfig,
     Config,
     DriftConfig,
@@ -22,6 +23,7 @@ from edgeml.config.model import (
 __all__ = [
     "DEFAULT_PRESET",
     "PRESET_TASKS",
+    "AlertConfig",
     "AnomalyConfig",
     "Config",
     "DriftConfig",

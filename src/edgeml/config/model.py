@@ -8,8 +8,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     StrictBool,
     StrictFloat,
@@ -18,11 +16,15 @@ from pydantic import (
     model_validator,
 )
 
+from edgeml.config.alert import AlertConfig
+from edgeml.config.base import Frozen as _Frozen
+from edgeml.config.base import parse_duration
 from edgeml.errors import ConfigError
 
 __all__ = [
     "DEFAULT_PRESET",
     "PRESET_TASKS",
+    "AlertConfig",
     "AnomalyConfig",
     "Config",
     "DriftConfig",
@@ -38,18 +40,8 @@ __all__ = [
     "parse_duration",
 ]
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 # A name that can be one MQTT topic level and one file-name-safe identifier.
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-
-
-def parse_duration(text: str) -> float:
-    """`"30s"`, `"5m"`, `"24h"`, `"7d"`, `"200ms"` -> seconds."""
-    m = _DURATION.match(text)
-    if not m:
-        raise ValueError(f"{text!r} is not a duration such as '30s', '5m', '24h' or '7d'")
-    return float(m.group(1)) * _UNITS[m.group(2)]
 
 
 def _check_filter(topic: str) -> str:
@@ -63,10 +55,6 @@ def _check_filter(topic: str) -> str:
         if "+" in level and level != "+":
             raise ValueError(f"{topic!r}: '+' must be a whole level")
     return topic
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class NodeConfig(_Frozen):
@@ -229,12 +217,13 @@ class StreamConfig(_Frozen):
     features: tuple[str, ...] | None = None
     timestamp: str | None = None
     model: str = ""  # "" = the task's default preset
-    params: dict[str, ParamValue] = {}
+    params: dict[str, ParamValue] = Field(default_factory=dict)
     rolling_window: Annotated[StrictInt, Field(ge=1, le=1_000_000)] = 500
     publish: Literal["all", "anomalies", "none"] = "all"
     drift: DriftConfig = DriftConfig()
     retrain: RetrainConfig = RetrainConfig()
     anomaly: AnomalyConfig = AnomalyConfig()
+    alert: AlertConfig = AlertConfig()
     forecast: ForecastConfig = ForecastConfig()
 
     @field_validator("name")
