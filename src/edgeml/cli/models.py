@@ -18,6 +18,8 @@ app = typer.Typer(
     help="Model versions: list, export, import, roll back, retrain.",
     no_args_is_help=True,
     add_completion=False,
+    # Help is plain text: with rich markup, `pip install 'edgeml[report]'` lost `[report]`.
+    rich_markup_mode=None,
 )
 
 

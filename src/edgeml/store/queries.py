@@ -13,7 +13,14 @@ from typing import Any
 from edgeml.errors import StoreError
 from edgeml.store.schema import SCHEMA_VERSION
 
-__all__ = ["PROMOTIONS", "STALE_AFTER_S", "connect_readonly", "read_events", "read_status"]
+__all__ = [
+    "EVENT_KINDS",
+    "PROMOTIONS",
+    "STALE_AFTER_S",
+    "connect_readonly",
+    "read_events",
+    "read_status",
+]
 
 # A daemon whose heartbeat is older than this is reported as not running.
 STALE_AFTER_S = 10.0
@@ -145,6 +152,18 @@ def _stream_status(conn: sqlite3.Connection, now: float) -> list[dict[str, Any]]
     ]
 
 
+# Every kind of event the daemon records (`edgeml events --kind`).
+EVENT_KINDS = (
+    "drift",
+    "retrain",
+    "promotion",
+    "import",
+    "rollback",
+    "challenger_dropped",
+    "guard",
+    "anomaly",
+    "reject",
+)
 # `edgeml events --kind promotion` means every kind of event that makes a new model version.
 PROMOTIONS = ("promotion", "import", "rollback")
 
