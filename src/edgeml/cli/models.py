@@ -23,20 +23,25 @@ app = typer.Typer(
 )
 
 
-def _report(cfg: Config, command_id: int) -> None:
+def _report(cfg: Config, command_id: int, what: str) -> None:
+    """Wait for the daemon's answer to a command; `what` names it ("import of temp/attic")."""
     from edgeml.store.registry import wait_for_result
 
     result = wait_for_result(cfg.db_path, command_id)
     if result is None:
         typer.echo(
-            f"command {command_id} queued: no daemon is running (or it did not answer), "
+            f"{what} queued: no daemon is running (or it did not answer), "
             "so it is applied when `edgeml run` next starts"
         )
         return
     status, text = result
     if status != "done":
-        raise fail(f"command {command_id} failed: {text}")
+        raise fail(f"{what} failed: {text}")
     typer.echo(text)
+
+
+def _a(word: object) -> str:
+    return f"{'an' if str(word)[:1] in 'aeiou' else 'a'} {word}"
 
 
 @app.command("list")
@@ -133,6 +138,12 @@ def import_(
     with exit_on_error():
         manifest, blob = read_bundle(bundle)
     problems = import_problems(manifest, sc)
+    if manifest.get("task") != sc.task:
+        # Never forced: a model of another task fails on every reading.
+        raise fail(
+            f"{bundle} is {_a(manifest.get('task'))} model and {stream} is {_a(sc.task)} stream: "
+            "it cannot serve it (--force skips only the version and field checks)"
+        )
     if problems and not force:
         raise fail(
             f"{bundle} does not fit {stream}: "
@@ -144,7 +155,7 @@ def import_(
     )
     with exit_on_error():
         command_id = send_command(cfg.db_path, "import", stream, key, {"bundle": str(bundle)}, blob)
-    _report(cfg, command_id)
+    _report(cfg, command_id, f"import of {stream}/{key}")
 
 
 @app.command()
@@ -165,7 +176,7 @@ def rollback(
                 f"{target} has no version {to} (it has {', '.join(map(str, versions)) or 'none'})"
             )
         command_id = send_command(cfg.db_path, "rollback", stream, key, {"to": to})
-    _report(cfg, command_id)
+    _report(cfg, command_id, f"rollback of {target}")
 
 
 @app.command()
@@ -185,4 +196,4 @@ def retrain(
         if not any(v["key"] == key for v in list_versions(cfg.db_path, stream)):
             raise fail(f"{target}: no such model (see `edgeml models list`)")
         command_id = send_command(cfg.db_path, "retrain", stream, key, {"samples": samples})
-    _report(cfg, command_id)
+    _report(cfg, command_id, f"retrain of {target}")

@@ -298,6 +298,11 @@ class Engine:
         )  # fmt: skip
         out.append(Outgoing(topic or self.cfg.events_topic, event_message(kind, fields), 1))
 
+    def create(self, stream: str, key: str) -> None:
+        """A model for a key that has none yet (a bundle imported for a new device)."""
+        self._learner(stream, key)
+        self._evict_excess()
+
     def _learner(self, stream: str, key: str) -> Learner:
         learner, sid = self.models.get(stream, key)
         if sid is not None:  # a new series: its row and its first version
