@@ -262,3 +262,27 @@ def test_a_bundle_of_another_task_is_refused_even_with_force(tmp_path: Path) -> 
     )
     assert r.exit_code == 1
     assert "is a regression model and vib is an anomaly stream" in r.stderr, r.stderr
+
+
+async def test_export_all_while_the_daemon_runs_writes_every_model_as_it_is_now(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """No model has a snapshot yet (the first is due after 5 minutes): export asks the daemon
+    for one, so the bundles hold the live models, not nothing or a stale state.
+    """
+    config = write_config(tmp_path, broker, TELEMETRY)
+    cfg = load_config(config)
+    async with running(cfg) as daemon:
+        await publish_all(broker, telemetry(300))
+        assert await settle(cfg, 300) == 300
+        assert db_rows(cfg, "SELECT count(*) FROM snapshots") == [(0,)]
+        r = await cli(
+            "models", "export", "--all", "-o", str(tmp_path / "backup"), "-c", str(config)
+        )
+        assert r.exit_code == 0, r.output + r.stderr
+        assert "3 of 3 models exported" in r.stdout
+        assert daemon.engine is not None
+        for key in ("dev0", "dev1", "dev2"):
+            _, model = bundle_model(tmp_path / "backup" / f"temp__{key}__v1.edgeml")
+            live = daemon.engine.learners[("temp", key)].model
+            assert [model.predict_one(x) for x in PROBE] == [live.predict_one(x) for x in PROBE]

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from edgeml.cli.common import ConfigOpt, err, exit_on_error, fail, load_or_exit, split_target
 from edgeml.config import Config
+from edgeml.errors import EdgemlError
 
 app = typer.Typer(
     help="Model versions: list, export, import, roll back, retrain.",
@@ -94,25 +95,42 @@ def export(
 ) -> None:
     """Write a model as a single-file bundle: the pickled pipeline and a JSON manifest."""
     cfg = load_or_exit(config)
-    from edgeml.store.registry import export_bundle, list_versions
+    from edgeml.store.registry import export_bundle, snapshot_now
 
+    if target is None and not all_:
+        raise fail("give STREAM/KEY, or --all", 2)
     with exit_on_error():
+        if version is None and not snapshot_now(cfg.db_path):
+            err.print("no daemon is running: champions are exported as of their last snapshot")
         if all_:
-            champions = [r for r in list_versions(cfg.db_path) if r["champion"]]
-            for r in champions:
-                path = out / f"{r['stream']}__{r['key']}__v{r['version']}.edgeml"
-                export_bundle(cfg, r["stream"], r["key"], None, path)
-                typer.echo(f"{r['stream']}/{r['key']} v{r['version']} -> {path}")
-            typer.echo(f"{len(champions)} models exported to {out}")
+            _export_all(cfg, out)
             return
-        if target is None:
-            raise fail("give STREAM/KEY, or --all", 2)
+        assert target is not None
         stream, key = split_target(target)
         manifest: dict[str, Any] = export_bundle(cfg, stream, key, version, out)
     typer.echo(
         f"{stream}/{key} v{manifest['version']} -> {out} "
         f"({manifest['size']} B, sha256 {manifest['sha256'][:12]})"
     )
+
+
+def _export_all(cfg: Config, out: Path) -> None:
+    """Every champion that can be exported is; the others are named, and the exit code is 1."""
+    from edgeml.store.registry import export_bundle, list_versions
+
+    champions = [r for r in list_versions(cfg.db_path) if r["champion"]]
+    missed = []
+    for r in champions:
+        path = out / f"{r['stream']}__{r['key']}__v{r['version']}.edgeml"
+        try:
+            export_bundle(cfg, r["stream"], r["key"], None, path)
+        except EdgemlError as exc:
+            missed.append(str(exc))
+            continue
+        typer.echo(f"{r['stream']}/{r['key']} v{r['version']} -> {path}")
+    typer.echo(f"{len(champions) - len(missed)} of {len(champions)} models exported to {out}")
+    if missed:
+        raise fail("not exported:\n" + "\n".join(missed))
 
 
 @app.command("import")

@@ -57,6 +57,11 @@ async def _apply(
     out: list[Outgoing],
     flush: Callable[[Engine], Awaitable[None]],
 ) -> str:
+    if cmd.kind == "snapshot":
+        # `models export` asks first, so a bundle holds each model as it is now.
+        taken = engine.add_snapshots("export")
+        await flush(engine)
+        return f"{taken} models snapshotted"
     sk = (cmd.stream, cmd.key)
     if cmd.stream not in engine.streams:
         raise CommandError(f"no stream {cmd.stream!r} in the running config")
