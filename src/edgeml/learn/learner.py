@@ -144,7 +144,12 @@ class Learner:
         elif detected is not None and self.stream.retrain.policy != "none":
             width = detected.width
             request = Request("challenger", "drift", seq, self._warm_start(width), drift=detected)
-        if request is None and self.challenger is None and self._scheduled(sample.ts):
+        if (
+            request is None
+            and self.challenger is None
+            and (task.judged_by_loss or self.stream.retrain.policy == "reset")
+            and self._scheduled(sample.ts)
+        ):
             request = Request("challenger", "schedule", seq, self.stream.retrain.max_warm_start)
         return Outcome(
             sample,
