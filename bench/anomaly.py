@@ -72,9 +72,13 @@ DAY = 1440  # readings, one a minute
 # -- the detector through the learning path --------------------------------------------------
 
 
+PARAMS: dict[str, Any] = {}  # --params: `[stream.params]` for the robust preset
+
+
 def stream_config(preset: str) -> StreamConfig:
     model = "halfspace" if preset == "halfspace-old" else preset
-    return StreamConfig(name="b", topic="b/#", task="anomaly", model=model)
+    params = PARAMS if preset == "robust" else {}
+    return StreamConfig(name="b", topic="b/#", task="anomaly", model=model, params=params)
 
 
 def old_halfspace() -> Any:
@@ -355,7 +359,9 @@ def main(argv: Iterable[str] | None = None) -> int:
     ap.add_argument("--nab", type=Path, default=NAB)
     ap.add_argument("--only", nargs="*", default=DETECTORS, choices=DETECTORS)
     ap.add_argument("--out", type=Path, help="also write the report (markdown) here")
+    ap.add_argument("--params", type=json.loads, default={}, help="JSON params for `robust`")
     args = ap.parse_args(list(argv) if argv is not None else None)
+    PARAMS.update(args.params)
     started = utc_now()
     files = nab_files(args.nab)
     seeds = 1 if args.quick else args.seeds

@@ -181,7 +181,7 @@ class AnomalyConfig(_Frozen):
     # Ignored since the detectors calibrate their own threshold (edgeml.learn.robust); still
     # accepted so that older configs validate.
     quantile: Annotated[StrictFloat, Field(gt=0.5, lt=1)] = 0.99
-    warmup: Annotated[StrictInt, Field(ge=0, le=1_000_000)] = 500
+    warmup: Annotated[StrictInt, Field(ge=0, le=1_000_000)] = 200
     cooldown: str = "60s"
 
     @field_validator("cooldown")

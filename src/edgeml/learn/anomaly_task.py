@@ -21,14 +21,16 @@ __all__ = ["Anomaly"]
 class Anomaly(Task):
     """Unsupervised: a score in [0, 1], a flag and the field that fired.
 
-    The presets' detectors (edgeml.learn.robust) calibrate their own threshold and say per
-    reading `judge_one(x)`: score, severity, threshold, flag (severity > threshold) and field.
+    The presets' detectors (edgeml.learn.robust) calibrate their own thresholds and say per
+    reading `judge_one(x, ts)`: score, severity (1 = at the threshold), z, flag (severity > 1)
+    and field.
     Every reading is learned, flagged or not. The score is not a loss: nothing feeds ADWIN,
     so an anomaly stream has no drift detection and no drift retrains; the detector absorbs a
     level shift itself (see edgeml.learn.robust.ABSORB_BOUND).
     """
 
     name = "anomaly"
+    _ts: float | None = None  # the sample time of the reading being judged
     # A scheduled challenger would never be judged (there is no loss): only `reset` retrains.
     judged_by_loss = False
 
@@ -46,6 +48,10 @@ class Anomaly(Task):
         self.precision = metrics.Precision()
         self.recall = metrics.Recall()
 
+    def inputs(self, s: Sample) -> dict[str, float] | None:
+        self._ts = s.ts  # for the detectors' seasonal memory (judge_one and learn_one)
+        return s.x
+
     def predict(self, model: Any, x: dict[str, float]) -> Prediction:
         # No flags while the task warms up (`[stream.anomaly] warmup` readings).
         warm = self.seen >= self.warmup
@@ -54,7 +60,7 @@ class Anomaly(Task):
             # A model of a snapshot taken before the robust detectors (a QuantileFilter).
             score = float(model.score_one(x))
             return Prediction(score, flag=warm and bool(model.classify(score)))
-        j = judge(x)
+        j = judge(x, self._ts)
         return Prediction(j.score, flag=warm and j.flag, field=j.field, severity=j.severity)
 
     def loss(self, p: Prediction, s: Sample) -> float | None:
@@ -74,7 +80,10 @@ class Anomaly(Task):
             self.recall.update(bool(s.label), bool(p.flag))
 
     def learn(self, model: Any, x: dict[str, float] | None, s: Sample) -> None:
-        model.learn_one(x)
+        if hasattr(model, "judge_one"):
+            model.learn_one(x, s.ts)
+        else:
+            model.learn_one(x)
 
     def train(self, model: Any, samples: Iterable[Sample]) -> None:
         """Warm start: the detector learns every sample, flagged or not (an old QuantileFilter

@@ -1,40 +1,44 @@
-"""Self-calibrating anomaly detectors: a robust z-score (`robust`, the default) and HalfSpaceTrees
-behind the same robust scaling and threshold (`halfspace`).
+"""Self-calibrating anomaly detectors: robust z-scores (`robust`, the default) and
+HalfSpaceTrees behind robust scaling and the same kind of threshold (`halfspace`).
 
-Both are River anomaly detectors (`score_one`, `learn_one`) with one more method, `judge_one`,
-which says per reading what the episode layer needs: a `Judgement` with
+Both are River anomaly detectors (`score_one`, `learn_one`) with one more method,
+`judge_one(x, ts=None)`, which says per reading what an episode layer needs, a `Judgement`:
 
-- `severity`: unbounded, robust-z-like (how many robust standard deviations the reading is
-  from what is normal now), the largest over the features;
-- `threshold`: the severity above which a reading is flagged, calibrated on the stream itself:
-  max(`floor`, `factor` x the `quantile` of its own recent severities);
-- `flag`: `severity > threshold` (strict, so tied scores never flag in bulk), once the detector
-  has seen `min_readings` readings;
+- `severity`: how far beyond normal the reading is, in units of the detector's own calibrated
+  threshold (1.0 = exactly at it; unbounded; twice as severe = twice the number);
+- `flag`: `severity > 1` (strict: tied scores never flag in bulk), once the detector has seen
+  `min_readings` readings;
 - `field`: the feature whose severity is the largest (the one that fired);
-- `score`: `severity / (severity + threshold)`, in [0, 1) and exactly 0.5 at the threshold; it
-  is what `score_one` returns and what is published and stored as the anomaly score.
+- `z`: the robust z-score behind the severity (robust standard deviations from normal);
+- `score`: `severity / (1 + severity)`, in [0, 1) and exactly 0.5 at the threshold; what
+  `score_one` returns and what is published and stored as the anomaly score.
 
-Every reading is learned, flagged or not: there is no feedback loop between what is flagged
-and what is learned. A spike cannot squeeze normal readings into a corner, because median and
-MAD ignore a few outliers, and flagged readings are kept out of the threshold's calibration.
+A threshold calibrates itself on the stream: max(`floor`, `factor` x the `quantile` of its own
+robust z over the last `calibration` readings) (defaults 4, 1.5, 0.995, 5,000). Every reading is
+learned and calibrates, flagged or not: no feedback loop between what is flagged and what is
+learned. A spike cannot squeeze normal readings into a corner (median and MAD ignore a few
+outliers) nor raise a threshold (fewer than 0.5 % of the readings cannot move its quantile).
 
-`RobustZ` (single-value and multivariate streams). Per feature: the robust z of the value
-(median and MAD of the last `window` values) and of its step from the previous value (median
-and MAD of the last `window` steps); its severity is the larger of the two. A stream's severity
-is the largest over its features. A lasting level shift is absorbed by the detector itself:
-when the median of the last `short` values is more than `threshold` robust deviations from the
-long median, the long window is re-seeded with the last `short // 2` values. With `short` = 32
-a step change is flagged from its first reading and absorbed at most `short // 2 + 1` = 17
-readings later (ABSORB_BOUND, pinned by a test); a noisy shift that flags only some of its
-readings takes no longer, because the short median moves with the majority.
+`RobustZ`, per feature, two severities, each its robust z over its own threshold:
+- plain: the larger robust z of the value (median and MAD of the last `window` values) and of
+  its step from the previous value (median and MAD of the last `window` steps);
+- seasonal (when readings carry timestamps): the robust z of the difference from the value in
+  the same 5-minute slot of the day a day earlier (median and MAD of the last `window` such
+  differences). It sees what a plain z cannot: a daily peak missing, or at the wrong time.
+The reading's severity is the largest over features and both kinds.
 
-Memory is fixed per key: float arrays (`array('d')`) only, no per-reading Python objects.
-RobustZ with one feature holds 2 x 2 x `window` doubles (value and step windows, each a ring
-and a sorted copy), 2 x `short` doubles and the calibration sketch of
-(`calibration` / `block` + 1) x ceil(`block` x (1 - `quantile`)) doubles: at the defaults
-(500, 32, 5,000, 500, 0.995) 8,000 + 64 + 275 = 8,339 doubles = 66.7 KB... no: see
-`state_bytes()`, which counts what is actually held (about 17 KiB for one feature, measured in
-tests/test_anomaly_detector.py).
+A lasting level shift is absorbed by the detector itself: when the median of the last `short`
+values is more than a threshold's worth of robust deviations from the long median, the long
+window is re-seeded with the last `short // 2` values (and the seasonal memory cleared: the
+day before is no guide for a day). With `short` = 32 a step change is flagged from its first
+reading and absorbed at most ABSORB_BOUND = 17 readings later (pinned by a test); a noisy shift
+that flags only some of its readings takes no longer, since the short median moves with the
+majority.
+
+Memory is fixed per key, float arrays (`array('d')`) only: per feature, 2 x `window` doubles for
+each of the value, step and seasonal-difference windows (a ring and a sorted copy), 2 x `short`
+for each short window, 4 x 288 for the seasonal memory and 2 x 275 for the threshold sketches:
+about 37 KiB per feature at the defaults (`RobustZ.state_bytes()`; pickled about the same).
 """
 
 from __future__ import annotations
@@ -42,12 +46,12 @@ from __future__ import annotations
 import collections
 import math
 from array import array
-from bisect import bisect_left, insort
+from bisect import bisect_left, bisect_right, insort
 from typing import Any, NamedTuple
 
 from river import anomaly, base
 
-__all__ = ["ABSORB_BOUND", "CalibratedHalfSpace", "Judgement", "RobustZ"]
+__all__ = ["ABSORB_BOUND", "CalibratedHalfSpace", "Judgement", "RobustZ", "RollingMedian"]
 
 # MAD -> standard deviation for normal data.
 _MAD_SD = 1.4826
@@ -62,7 +66,7 @@ class Judgement(NamedTuple):
 
     score: float
     severity: float
-    threshold: float
+    z: float
     flag: bool
     field: str | None
 
@@ -104,6 +108,13 @@ class RollingMedian:
         self._next = 0
         for v in values:
             self.add(v)
+
+    def quantile(self, q: float) -> float:
+        s = self._sorted
+        return s[int(q * (len(s) - 1))] if s else 0.0
+
+    def count_between(self, lo: float, hi: float) -> int:
+        return bisect_right(self._sorted, hi) - bisect_left(self._sorted, lo)
 
     def median(self) -> float:
         s, n = self._sorted, len(self._sorted)
@@ -207,114 +218,211 @@ class TailThreshold:
         return 8 * (len(self._current) + sum(len(b) for b in self._blocks))
 
 
-class _Feature:
-    """One feature's value and step windows, and the short window that detects a shift."""
+class _Component:
+    """A robust z against the median and MAD of a window of recent values, with its own
+    calibrated threshold, and the short window that notices when the level has moved."""
 
-    __slots__ = ("_m", "_scale", "last", "recent", "step", "value")
+    __slots__ = ("_m", "_prior", "_scale", "long", "recent", "threshold")
 
-    def __init__(self, window: int, short: int) -> None:
-        self.value = RollingMedian(window)
-        self.step = RollingMedian(window)
+    def __init__(self, window: int, short: int, threshold: TailThreshold) -> None:
+        self.long = RollingMedian(window)
         self.recent = RollingMedian(short)
-        self.last: float | None = None
+        self.threshold = threshold
         self._m = 0.0
-        self._scale = 0.0  # of the last severity(); 0: none computed
+        self._scale = 0.0  # of the last z(); 0: none computed, no shift check
+        self._prior = 0.0  # the scale before the last re-seed
 
-    def severity(self, v: float) -> float:
-        """The larger robust z of v and of its step; 0 until the windows hold short // 2."""
-        value = self.value
-        if len(value) < self.recent.size // 2 or self.last is None:
-            self._scale = 0.0  # nothing known: learn() does not look for a shift
+    def z(self, v: float, floor: float) -> float:
+        """|v - median| / robust sd; 0 until the window holds short // 2 values."""
+        long = self.long
+        if len(long) < self.recent.size // 2:
+            self._scale = 0.0
             return 0.0
-        m = value.median()
-        floor = max(_REL_FLOOR * abs(m), _ABS_FLOOR)
-        scale = value.scale(m, floor)
-        self._m, self._scale = m, scale
-        z = abs(v - m) / scale
-        step = self.step
-        if len(step) >= self.recent.size // 2:
-            ms = step.median()
-            z = max(z, abs(v - self.last - ms) / step.scale(ms, floor))
-        return z
+        m = long.median()
+        if len(long) < 2 * self.recent.size:
+            floor = max(floor, self._prior)
+        self._m, self._scale = m, long.scale(m, floor)
+        return abs(v - m) / self._scale
 
-    def learn(self, v: float, threshold: float) -> None:
-        """Learn v; `severity(v)` has just been computed (it left median and scale behind)."""
-        value, recent = self.value, self.recent
-        if self.last is not None:
-            self.step.add(v - self.last)
-        self.last = v
-        value.add(v)
+    def learn(self, v: float) -> bool:
+        """Learn v after z(v); True when the level moved and the long window was re-seeded
+        with the last short // 2 values (see ABSORB_BOUND)."""
+        long, recent = self.long, self.recent
+        long.add(v)
         recent.add(v)
-        if len(recent) == recent.size and self._scale > 0:
-            if abs(recent.median() - self._m) > threshold * self._scale:
-                value.reseed(recent.recent(recent.size // 2))
+        if len(recent) < recent.size or self._scale <= 0:
+            return False
+        if abs(recent.median() - self._m) <= self.threshold.get() * self._scale:
+            return False
+        # A new level, or one the long window knows (a two-level series, a compressor
+        # switching on)? New when hardly any older value lies in the middle half of the
+        # values the window would be re-seeded with.
+        seed = recent.recent(recent.size // 2)
+        middle = sorted(seed)[len(seed) // 4 : len(seed) - len(seed) // 4]
+        if long.count_between(middle[0], middle[-1]) > recent.size:
+            return False
+        long.reseed(seed)
+        # Until the window holds 2 x short values again, its scale is at least the old one:
+        # a MAD of 16 readings is often far too small.
+        self._prior = self._scale
+        return True
 
     def nbytes(self) -> int:
-        return self.value.nbytes() + self.step.nbytes() + self.recent.nbytes()
+        return self.long.nbytes() + self.recent.nbytes() + self.threshold.nbytes()
+
+
+DAY_S = 86_400.0
+SLOT_S = 300.0  # the seasonal memory holds a value per 5 minutes of the day
+_SLOTS = int(DAY_S / SLOT_S)
+_SEASONAL = 1.0  # see _Feature.judge
+_FRESH = DAY_S - 4 * 3600  # a slot's value at least this old is of an earlier day
+
+
+class _Feature:
+    """One feature: its value (and step) against the recent past, and, when readings carry
+    timestamps, against the same time a day earlier."""
+
+    __slots__ = ("_d", "_plain_z", "_season_z", "_severity", "_step", "cur_ts", "cur_v", "last", "prev_ts",
+                 "prev_v", "season", "step", "value")  # fmt: skip
+
+    def __init__(self, window: int, short: int, cal: tuple[int, int, float, float, float]):
+        self.value = _Component(window, short, TailThreshold(*cal))
+        # The step shares the value's threshold (both make up the plain severity).
+        self.step = RollingMedian(window)
+        self.season = _Component(window, short, TailThreshold(*cal))
+        self.last: float | None = None
+        # Per 5-minute slot of the day: the latest value (cur) and the one of the day before.
+        self.cur_v = array("d", bytes(8 * _SLOTS))
+        self.cur_ts = array("d", [-math.inf]) * _SLOTS
+        self.prev_v = array("d", bytes(8 * _SLOTS))
+        self.prev_ts = array("d", [-math.inf]) * _SLOTS
+        self._d: float | None = None
+        self._step: float | None = None
+        self._plain_z = self._season_z = self._severity = 0.0
+
+    def judge(self, v: float, ts: float | None) -> tuple[float, float]:
+        """(severity relative to the thresholds, the robust z behind it)."""
+        floor = max(_REL_FLOOR * abs(self.value.long.median()), _ABS_FLOOR)
+        z = self.value.z(v, floor)
+        self._step = None
+        if self.last is not None:
+            self._step = d = v - self.last
+            step = self.step
+            if len(step) >= self.value.recent.size // 2:
+                ms = step.median()
+                z = max(z, abs(d - ms) / step.scale(ms, floor))
+        self._plain_z = z
+        self._d = None
+        self._season_z = 0.0
+        if ts is not None:
+            # The reading's deviation from the current level against the deviation a day
+            # earlier: a level shift moves both, so it is not a seasonal anomaly a day long.
+            k = int(ts // SLOT_S) % _SLOTS
+            age = ts - self.cur_ts[k]
+            was = self.cur_v[k]
+            if age < _FRESH:  # this slot has a reading of today already: use the day before's
+                age, was = ts - self.prev_ts[k], self.prev_v[k]
+            if _FRESH <= age <= DAY_S + 4 * 3600:
+                self._d = d = (v - self.value.long.median()) - was
+                self._season_z = self.season.z(d, floor)
+        plain = z / self.value.threshold.get()
+        season = 0.0
+        if 0 < self.season._scale < _SEASONAL * self.value._scale:
+            # Yesterday is used when it predicts clearly better than the recent median: on a
+            # daily pattern, not on noise or on a compressor's cycle, whose phase wanders.
+            season = self._season_z / self.season.threshold.get()
+        self._severity = max(plain, season)
+        return (plain, z) if plain >= season else (season, self._season_z)
+
+    def learn(self, v: float, ts: float | None, calibrate: bool) -> None:
+        """Learn v right after judge(v)."""
+        if calibrate:
+            self.value.threshold.add(self._plain_z)
+            if self._d is not None:
+                self.season.threshold.add(self._season_z)
+        if self._step is not None:
+            self.step.add(self._step)
+        self.last = v
+        deviation = v - self.value.long.median()  # as judge() saw it
+        self.value.learn(v)
+        if self._d is not None:
+            self.season.learn(self._d)
+        if ts is not None and self._severity <= 1.0:
+            # An anomalous reading is no baseline for tomorrow: its slot keeps what it had
+            # (too old by then, the slot is skipped for a day).
+            k = int(ts // SLOT_S) % _SLOTS
+            if ts - self.cur_ts[k] >= _FRESH:  # the slot's first reading today
+                self.prev_v[k], self.prev_ts[k] = self.cur_v[k], self.cur_ts[k]
+            self.cur_v[k], self.cur_ts[k] = deviation, ts
+
+    def nbytes(self) -> int:
+        seasonal = 8 * 4 * _SLOTS
+        return self.value.nbytes() + self.step.nbytes() + self.season.nbytes() + seasonal
 
 
 class _Calibrated(base.AnomalyDetector):  # type: ignore[misc]  # River is untyped
-    """What both detectors share: the threshold, the flag, the score and the cached judgement
-    (the task judges a reading, then learns it: the judgement is not computed twice)."""
+    """What both detectors share: the flag, the score and the cached judgement (the task
+    judges a reading, then learns it: the judgement is not computed twice)."""
 
     min_readings: int
-    _threshold: TailThreshold
     _n: int
     _cache: tuple[dict[str, Any], Judgement] | None
 
-    def _severities(self, x: dict[str, Any]) -> tuple[float, str | None]:
+    def _judge(self, x: dict[str, Any], ts: float | None) -> tuple[float, float, str | None]:
         raise NotImplementedError
 
-    def _learn(self, x: dict[str, Any], j: Judgement) -> None:
+    def _learn(self, x: dict[str, Any], ts: float | None, calibrate: bool) -> None:
         raise NotImplementedError
 
-    def judge_one(self, x: dict[str, Any]) -> Judgement:
+    def judge_one(self, x: dict[str, Any], ts: float | None = None) -> Judgement:
+        """The judgement of x (at sample time ts, if known) by what was learned before it."""
         cache = self._cache
         if cache is not None and cache[0] is x:
             return cache[1]
-        severity, field = self._severities(x)
-        threshold = self._threshold.get()
-        flag = self._n >= self.min_readings and severity > threshold
-        score = severity / (severity + threshold)
-        j = Judgement(score, severity, threshold, flag, field)
+        severity, z, field = self._judge(x, ts)
+        flag = self._n >= self.min_readings and severity > 1.0
+        j = Judgement(severity / (1.0 + severity), severity, z, flag, field)
         self._cache = (x, j)
         return j
 
     def score_one(self, x: dict[str, Any]) -> float:
         return self.judge_one(x).score
 
-    def learn_one(self, x: dict[str, Any]) -> None:
-        j = self.judge_one(x)
+    def learn_one(self, x: dict[str, Any], ts: float | None = None) -> None:
+        self.judge_one(x, ts)
         self._cache = None
-        self._learn(x, j)
+        # Every reading calibrates (after the first few, whose z means little): what recurs in
+        # more than 1 - quantile of the readings raises the bar; a few spikes cannot move an
+        # upper quantile.
+        self._learn(x, ts, self._n >= self.min_readings)
         self._n += 1
-        if self._n > self.min_readings and not j.flag:
-            # Flagged readings stay out of the calibration: a spike never raises the bar.
-            self._threshold.add(j.severity)
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_cache": None}
 
 
 class RobustZ(_Calibrated):
-    """Robust z of each feature's value and step; flags above a self-calibrated threshold.
+    """Robust z of each feature's value, step and (with timestamps) difference from the same
+    time a day earlier; flags above self-calibrated thresholds.
 
     Parameters
     ----------
     window
-        Readings (and steps) the median and MAD are taken over.
+        Readings the medians and MADs are taken over.
     short
-        Readings whose median, far from the long one, means the level moved (see ABSORB_BOUND).
+        Readings whose median, far from the long one, means the level moved (ABSORB_BOUND).
     calibration
-        Readings the threshold's quantile is taken over.
+        Readings the thresholds' quantile is taken over.
     quantile
-        The quantile of its own severities the threshold is calibrated on.
+        The quantile of its own robust z a threshold is calibrated on ...
     factor
-        The threshold is `factor` times that quantile...
+        ... the threshold is `factor` times that quantile ...
     floor
         ... and never below `floor`.
     min_readings
         No flag (and no calibration) before this many readings.
+    seasonal
+        Whether to compare with the same time a day earlier (when readings carry timestamps).
     """
 
     def __init__(
@@ -326,6 +434,7 @@ class RobustZ(_Calibrated):
         factor: float = 1.5,
         floor: float = 4.0,
         min_readings: int = 30,
+        seasonal: bool = True,
     ) -> None:
         if not (window >= 10 and 4 <= short <= window and calibration >= 500):
             raise ValueError("needs window >= 10, 4 <= short <= window, calibration >= 500")
@@ -338,32 +447,36 @@ class RobustZ(_Calibrated):
         self.factor = factor
         self.floor = floor
         self.min_readings = min_readings
+        self.seasonal = seasonal
         self._features: dict[str, _Feature] = {}
-        self._threshold = TailThreshold(calibration, 500, quantile, factor, floor)
         self._n = 0
         self._cache = None
 
-    def _severities(self, x: dict[str, Any]) -> tuple[float, str | None]:
-        worst, field = 0.0, None
+    def _judge(self, x: dict[str, Any], ts: float | None) -> tuple[float, float, str | None]:
+        worst, worst_z, field = 0.0, 0.0, None
+        when = ts if self.seasonal else None
         for name, v in x.items():
             f = self._features.get(name)
             if f is None:
                 continue
-            z = f.severity(v)
-            if z > worst or field is None:
-                worst, field = z, name
-        return worst, field
+            severity, z = f.judge(v, when)
+            if severity > worst or field is None:
+                worst, worst_z, field = severity, z, name
+        return worst, worst_z, field
 
-    def _learn(self, x: dict[str, Any], j: Judgement) -> None:
+    def _learn(self, x: dict[str, Any], ts: float | None, calibrate: bool) -> None:
+        when = ts if self.seasonal else None
         for name, v in x.items():
             f = self._features.get(name)
             if f is None:
-                f = self._features[name] = _Feature(self.window, self.short)
-            f.learn(float(v), j.threshold)
+                cal = (self.calibration, 500, self.quantile, self.factor, self.floor)
+                f = self._features[name] = _Feature(self.window, self.short, cal)
+                f.judge(float(v), when)
+            f.learn(float(v), when, calibrate)
 
     def state_bytes(self) -> int:
         """The bytes of the float arrays this detector holds (its per-key state)."""
-        return self._threshold.nbytes() + sum(f.nbytes() for f in self._features.values())
+        return sum(f.nbytes() for f in self._features.values())
 
 
 # A level shift is absorbed (no more flags from the value's z) at most this many readings after
@@ -377,9 +490,9 @@ def _squash(z: float) -> float:
 
 
 class CalibratedHalfSpace(_Calibrated):
-    """HalfSpaceTrees on robustly scaled features (rolling median/MAD, squashed into [0, 1]),
-    its score turned into a severity (robust z of the score against its own recent scores)
-    and flagged by the same self-calibrated threshold as RobustZ; learns every reading."""
+    """HalfSpaceTrees on robustly scaled features (rolling median/MAD, squashed into [0, 1]);
+    its score made a robust z against its own recent scores and flagged by a threshold
+    calibrated as RobustZ's; learns every reading."""
 
     def __init__(
         self,
@@ -405,8 +518,9 @@ class CalibratedHalfSpace(_Calibrated):
         self._n = 0
         self._cache = None
         self._u: dict[str, float] = {}
+        self._raw = self._z = 0.0
 
-    def _scaled(self, x: dict[str, Any]) -> tuple[dict[str, float], str | None]:
+    def _judge(self, x: dict[str, Any], ts: float | None) -> tuple[float, float, str | None]:
         u, worst, field = {}, -1.0, None
         for name, v in x.items():
             sc = self._scalers.get(name)
@@ -418,21 +532,19 @@ class CalibratedHalfSpace(_Calibrated):
             u[name] = _squash(z)
             if abs(z) > worst:
                 worst, field = abs(z), name
-        return u, field
-
-    def _severities(self, x: dict[str, Any]) -> tuple[float, str | None]:
-        u, field = self._scaled(x)
         self._u = u
         # HalfSpaceTrees' score saturates below 1; -log(1 - score) spreads its top end.
-        raw = -math.log(max(1.0 - float(self.trees.score_one(u)), 1e-6))
-        self._raw = raw
+        self._raw = raw = -math.log(max(1.0 - float(self.trees.score_one(u)), 1e-6))
         scores = self._scores
-        if self._n < self.trees.window_size or len(scores) < 100:
-            return 0.0, field
-        m = scores.median()
-        return max(0.0, raw - m) / scores.scale(m, 1e-3), field
+        self._z = 0.0
+        if self._n >= self.trees.window_size and len(scores) >= 100:
+            m = scores.median()
+            self._z = max(0.0, raw - m) / scores.scale(m, 1e-3)
+        return self._z / self._threshold.get(), self._z, field
 
-    def _learn(self, x: dict[str, Any], j: Judgement) -> None:
+    def _learn(self, x: dict[str, Any], ts: float | None, calibrate: bool) -> None:
+        if calibrate:
+            self._threshold.add(self._z)
         self.trees.learn_one(self._u)
         if self._n >= self.trees.window_size:
             self._scores.add(self._raw)

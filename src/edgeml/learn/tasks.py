@@ -40,7 +40,7 @@ class Prediction(NamedTuple):
     proba: dict[Any, float] | None = None
     flag: bool | None = None
     # anomaly: the feature that fired (the largest severity) and the severity, robust-z-like
-    # and unbounded (see edgeml.learn.robust.Judgement).
+    # in units of the threshold (see edgeml.learn.robust.Judgement).
     field: str | None = None
     severity: float | None = None
 
