@@ -62,7 +62,8 @@ NAB = Path(__file__).resolve().parent.parent.parent / "shared" / "benchmarks" / 
 PRESETS = [p for p, tasks in PRESET_TASKS.items() if "anomaly" in tasks]
 DETECTORS = [*PRESETS, "halfspace-old"]
 DEFAULT = DEFAULT_PRESET["anomaly"]
-CLEAR_AFTER = 5
+CLEAR_AFTER = 5  # normal readings in a row end an episode...
+CLEAR_AFTER_S = 3600.0  # ... and at least this much sample time since its last flag
 COOLDOWN = 3600.0
 ESCALATE = 2.0
 MINUTE = 60.0
@@ -114,17 +115,17 @@ def episodes(ts: list[float], run: Run) -> list[int]:
     alerts: list[int] = []
     open_, normal, worst = False, 0, 0.0
     last_end: float | None = None
-    last_worst = 0.0
+    last_worst = last_flag = 0.0
     for i, (flag, rel) in enumerate(zip(run.flags, run.relative, strict=True)):
         if open_:
             if flag:
-                normal, worst = 0, max(worst, rel)
+                normal, worst, last_flag = 0, max(worst, rel), ts[i]
             else:
                 normal += 1
-                if normal >= CLEAR_AFTER:
+                if normal >= CLEAR_AFTER and ts[i] - last_flag >= CLEAR_AFTER_S:
                     open_, last_end, last_worst = False, ts[i], worst
         elif flag:
-            open_, normal, worst = True, 0, rel
+            open_, normal, worst, last_flag = True, 0, rel, ts[i]
             if last_end is None or ts[i] - last_end >= COOLDOWN or rel >= ESCALATE * last_worst:
                 alerts.append(i)
     return alerts

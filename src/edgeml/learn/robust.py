@@ -162,8 +162,8 @@ class RollingMedian:
 class TailThreshold:
     """max(floor, factor x the `quantile` of the last `window` values), from a sketch.
 
-    The values come in blocks of `block`; of each of the last `window // block` blocks (and
-    of the current one) only the largest ceil(block x (1 - quantile)) are kept, which is
+    The values come in blocks of `block`; of each of the last `window // block - 1` blocks (and
+    of the current one) only the largest ceil(window x (1 - quantile)) are kept, which is
     enough to know the window's upper quantile exactly (the window spans the last
     `window - block` to `window` values)."""
 
@@ -175,7 +175,8 @@ class TailThreshold:
         self.quantile = quantile
         self.factor = factor
         self.floor = floor
-        self.keep = max(1, math.ceil(block * (1 - quantile)))
+        # The window's top ceil(window x (1 - quantile)) may all fall in one block.
+        self.keep = max(1, math.ceil(window * (1 - quantile)))
         self._blocks: collections.deque[array[float]] = collections.deque(
             maxlen=max(1, window // block - 1)
         )
@@ -282,36 +283,24 @@ class _Feature:
     """One feature: its value (and step) against the recent past, and, when readings carry
     timestamps, against the same time a day earlier."""
 
-    __slots__ = ("_d", "_plain_z", "_season_z", "_severity", "_step", "cur_ts", "cur_v", "last", "prev_ts",
-                 "prev_v", "season", "step", "value")  # fmt: skip
+    __slots__ = ("_d", "_season_z", "_severity", "_value_z", "cur_ts", "cur_v", "prev_ts",
+                 "prev_v", "season", "value")  # fmt: skip
 
     def __init__(self, window: int, short: int, cal: tuple[int, int, float, float, float]):
         self.value = _Component(window, short, TailThreshold(*cal))
-        # The step shares the value's threshold (both make up the plain severity).
-        self.step = RollingMedian(window)
         self.season = _Component(window, short, TailThreshold(*cal))
-        self.last: float | None = None
         # Per 5-minute slot of the day: the latest value (cur) and the one of the day before.
         self.cur_v = array("d", bytes(8 * _SLOTS))
         self.cur_ts = array("d", [-math.inf]) * _SLOTS
         self.prev_v = array("d", bytes(8 * _SLOTS))
         self.prev_ts = array("d", [-math.inf]) * _SLOTS
         self._d: float | None = None
-        self._step: float | None = None
-        self._plain_z = self._season_z = self._severity = 0.0
+        self._value_z = self._season_z = self._severity = 0.0
 
     def judge(self, v: float, ts: float | None) -> tuple[float, float]:
         """(severity relative to the thresholds, the robust z behind it)."""
         floor = max(_REL_FLOOR * abs(self.value.long.median()), _ABS_FLOOR)
-        z = self.value.z(v, floor)
-        self._step = None
-        if self.last is not None:
-            self._step = d = v - self.last
-            step = self.step
-            if len(step) >= self.value.recent.size // 2:
-                ms = step.median()
-                z = max(z, abs(d - ms) / step.scale(ms, floor))
-        self._plain_z = z
+        self._value_z = self.value.z(v, floor)
         self._d = None
         self._season_z = 0.0
         if ts is not None:
@@ -325,24 +314,21 @@ class _Feature:
             if _FRESH <= age <= DAY_S + 4 * 3600:
                 self._d = d = (v - self.value.long.median()) - was
                 self._season_z = self.season.z(d, floor)
-        plain = z / self.value.threshold.get()
-        season = 0.0
+        severities = [(self._value_z / self.value.threshold.get(), self._value_z)]
         if 0 < self.season._scale < _SEASONAL * self.value._scale:
-            # Yesterday is used when it predicts clearly better than the recent median: on a
-            # daily pattern, not on noise or on a compressor's cycle, whose phase wanders.
-            season = self._season_z / self.season.threshold.get()
-        self._severity = max(plain, season)
-        return (plain, z) if plain >= season else (season, self._season_z)
+            # Yesterday is used when it predicts better than the recent median: on a daily
+            # pattern, not on noise or on a compressor's cycle, whose phase wanders.
+            severities.append((self._season_z / self.season.threshold.get(), self._season_z))
+        worst = max(severities)
+        self._severity = worst[0]
+        return worst
 
     def learn(self, v: float, ts: float | None, calibrate: bool) -> None:
         """Learn v right after judge(v)."""
         if calibrate:
-            self.value.threshold.add(self._plain_z)
+            self.value.threshold.add(self._value_z)
             if self._d is not None:
                 self.season.threshold.add(self._season_z)
-        if self._step is not None:
-            self.step.add(self._step)
-        self.last = v
         deviation = v - self.value.long.median()  # as judge() saw it
         self.value.learn(v)
         if self._d is not None:
@@ -357,7 +343,7 @@ class _Feature:
 
     def nbytes(self) -> int:
         seasonal = 8 * 4 * _SLOTS
-        return self.value.nbytes() + self.step.nbytes() + self.season.nbytes() + seasonal
+        return self.value.nbytes() + self.season.nbytes() + seasonal
 
 
 class _Calibrated(base.AnomalyDetector):  # type: ignore[misc]  # River is untyped
