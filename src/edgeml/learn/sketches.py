@@ -103,6 +103,9 @@ class RollingMedian:
         return (self._ring.buffer_info()[1] + self._sorted.buffer_info()[1]) * 8
 
 
+YOUNG = 500
+
+
 def _top(n: int, quantile: float) -> int:
     """How many of n values are at or above their `quantile` (1e-9: 5000 x (1 - 0.995) is
     25.000000000000022 in floating point)."""
@@ -161,9 +164,13 @@ class TailThreshold:
         if not counted:
             self._value = self.floor
             return
-        kth = _top(counted, self.quantile)
+        # A young stream counts as YOUNG values at least, the unseen ones calm: its threshold
+        # needs 3 values above it, not 0.5 % of a few hundred (1 or 2 spikes).
+        kth = _top(max(counted, YOUNG), self.quantile)
         pool = sorted([*self._current, *(v for b in self._blocks for v in b)], reverse=True)
-        self._value = max(self.floor, self.factor * pool[min(kth, len(pool)) - 1])
+        self._value = (
+            self.floor if kth > len(pool) else max(self.floor, self.factor * pool[kth - 1])
+        )
 
     def nbytes(self) -> int:
         return 8 * (len(self._current) + sum(len(b) for b in self._blocks))
