@@ -1,19 +1,22 @@
 """Anomaly detection you can trust: every anomaly preset on the NAB development subset and on a
-fridge suite, through the daemon's learning path (`edgeml.learn.offline.run`: Learner, Task,
-preset), with the defaults a user gets.
+fridge suite, through the daemon's learning path (`edgeml.learn.offline.run`: Learner, anomaly
+task, preset), with the defaults a user gets.
 
-    python bench/anomaly.py [--quick] [--seeds 3] [--nab DIR] [--out FILE.md]
+    python bench/anomaly.py [--quick] [--seeds 3] [--nab DIR] [--only P ...] [--params JSON]
+                            [--out FILE.md]
 
 Detectors: every anomaly preset (`robust`, the default, and `halfspace`), and for reference
 `halfspace-old`: the preset as it was before (MinMaxScaler and HalfSpaceTrees in a 0.99
 QuantileFilter that keeps flagged readings out of learning), run through today's task, so
-without the drift retrains it used to trigger.
+without the drift retrains it used to trigger. `--params` passes `[stream.params]` to
+`robust` (for exploring; the report says which were used).
 
 Alerts. edgeml's episode layer is still to come; this script models a simple one
-(`Episodes`): a flag opens an episode when none is open and is an alert if the previous
+(`episodes`): a flag opens an episode when none is open, and is an alert if the previous
 episode ended at least COOLDOWN (1 h) of sample time before, or if it is at least ESCALATE (2)
-times as severe as the previous episode's worst reading (severity relative to the threshold,
-score / (1 - score)); an episode ends after CLEAR_AFTER (5) normal readings in a row.
+times as severe as the previous episode's worst reading (severity relative to the threshold:
+score / (1 - score)); an episode ends once CLEAR_AFTER (5) readings in a row and CLEAR_AFTER_S
+(1 h) of sample time have passed without a flag.
 
 NAB (../shared/benchmarks/nab, 34 files, 50 windows; bench/nab_score.py scores it from the
 README's rules): standard, reward_low_FP_rate and reward_low_FN_rate scores; windows alerted
@@ -21,14 +24,12 @@ README's rules): standard, reward_low_FP_rate and reward_low_FN_rate scores; win
 period) per 1,000 normal readings; flags per 1,000 normal readings; microseconds per reading
 through Learner.process (the same run, the same machine).
 
-Fridge suite, one reading a minute for 7 days (warm-up: the default 500 readings), seeds
-0..N-1: `flat` (120 W, sd 0.2 W, 0.1 W resolution), `noisy` (120 W, sd 8 W) and `cycle` (the
-compressor: on 20-30 min at 120 W sd 3 W with a 180-220 W first minute, off 30-45 min at 2 W
-sd 0.3 W). Each has 5 single-reading spikes of 900 W (sd 20 W) between the end of the warm-up
-and day 5, and from day 5 a lasting level shift (+40 W; `cycle`: the on level). Measured: spikes
-alerted (an alert on the spike's reading or the next two), false alerts a day (alerts neither
-at a spike nor within an hour of the shift, per judged day), shift alerted (an alert within
-an hour of it) and quiet after (minutes from the shift to the last flag within 6 h of it).
+Fridge suite (bench/anomaly_data.py): flat, noisy and compressor-cycle series, a reading a
+minute for 7 days, seeds 0..N-1, 5 spikes of 900 W each and a lasting +40 W shift on day 5.
+Measured: spikes alerted (an alert on the spike's reading or the next two), false alerts a day
+(alerts neither at a spike nor within an hour of the shift, per day after the warm-up), shift
+alerted (an alert within an hour of it) and quiet after (minutes from the shift to the last
+flag within 6 h of it).
 
 Targets (PASS/FAIL; exit status 1 if one fails), for the default preset: NAB standard >= 55,
 <= 0.5 false alerts per 1,000 normal readings, >= 70 % of windows alerted; fridge: every spike
@@ -40,15 +41,14 @@ from __future__ import annotations
 import argparse
 import json
 import pickle
-import random
 import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from anomaly_data import DAY, KINDS, Fridge, fridge, nab_files
 from common import print_run, progress, utc_now
 from nab_score import PROFILES, FileResult, normalised, probation, score_file
 from river import anomaly, compose, preprocessing
@@ -66,8 +66,6 @@ CLEAR_AFTER = 5  # normal readings in a row end an episode...
 CLEAR_AFTER_S = 3600.0  # ... and at least this much sample time since its last flag
 COOLDOWN = 3600.0
 ESCALATE = 2.0
-MINUTE = 60.0
-DAY = 1440  # readings, one a minute
 
 
 # -- the detector through the learning path --------------------------------------------------
@@ -134,29 +132,6 @@ def episodes(ts: list[float], run: Run) -> list[int]:
 # -- NAB --------------------------------------------------------------------------------------
 
 
-def _ts(text: str) -> float:
-    return datetime.fromisoformat(text).timestamp()
-
-
-def nab_files(root: Path) -> list[tuple[str, list[Sample], list[tuple[int, int]]]]:
-    windows = json.loads((root / "windows.json").read_text())
-    out = []
-    for name in sorted(windows):
-        lines = (root / "data" / name).read_text().splitlines()[1:]
-        samples = []
-        for line in lines:
-            stamp, value = line.split(",")
-            samples.append(Sample("b", "default", _ts(stamp), {"value": float(value)}, None))
-        stamps = [s.ts for s in samples]
-        rows = []
-        for start, end in windows[name]:
-            a, b = _ts(start), _ts(end)
-            inside = [i for i, t in enumerate(stamps) if a <= t <= b]
-            rows.append((inside[0], inside[-1]))
-        out.append((name, samples, rows))
-    return out
-
-
 @dataclass
 class NabResult:
     scores: dict[str, float]
@@ -200,56 +175,6 @@ def nab(preset: str, files: list[tuple[str, list[Sample], list[tuple[int, int]]]
 
 
 # -- the fridge suite ---------------------------------------------------------------------------
-
-KINDS = ("flat", "noisy", "cycle")
-
-
-@dataclass
-class Fridge:
-    samples: list[Sample]
-    spikes: list[int]
-    shift: int
-    warmup: int
-
-
-def fridge(kind: str, seed: int, days: int = 7, warmup: int = 500) -> Fridge:
-    rng = random.Random(f"{kind}-{seed}")
-    n = days * DAY
-    shift = 5 * DAY
-    spikes: list[int] = []
-    while len(spikes) < 5:
-        i = rng.randrange(warmup + 60, shift - 120)
-        if all(abs(i - j) > 120 for j in spikes):
-            spikes.append(i)
-    spikes.sort()
-    values = []
-    on, left = True, 0
-    for i in range(n):
-        extra = 40.0 if i >= shift else 0.0
-        if kind == "flat":
-            v = round(120 + extra + rng.gauss(0, 0.2), 1)
-        elif kind == "noisy":
-            v = 120 + extra + rng.gauss(0, 8)
-        else:
-            if left == 0:
-                on = not on
-                left = rng.randint(20, 30) if on else rng.randint(30, 45)
-                first = on
-            else:
-                first = False
-            left -= 1
-            if on:
-                v = rng.uniform(180, 220) if first else 120 + extra + rng.gauss(0, 3)
-            else:
-                v = 2 + rng.gauss(0, 0.3)
-        if i in spikes:
-            v = 900 + rng.gauss(0, 20)
-        values.append(v)
-    t0 = 1_767_225_600.0  # 2026-01-01 00:00 UTC
-    samples = [
-        Sample("b", "default", t0 + i * MINUTE, {"power": v}, None) for i, v in enumerate(values)
-    ]
-    return Fridge(samples, spikes, shift, warmup)
 
 
 @dataclass
@@ -399,7 +324,10 @@ def main(argv: Iterable[str] | None = None) -> int:
             failed |= not ok
         lines.append("")
     print_run(started, ("python", "river", "edgeml"))
-    print(f"per-key state of the default detector: {state_bytes()} bytes (one feature)")
+    if PARAMS:
+        print(f"robust params: {json.dumps(PARAMS)}")
+    print(f"per-key state of the default preset, pickled learner of one feature after a week of "
+          f"readings: {state_bytes()} bytes")  # fmt: skip
     print()
     print("\n".join(lines))
     if args.out:
