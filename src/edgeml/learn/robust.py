@@ -135,8 +135,8 @@ _FRESH = DAY_S - 4 * 3600  # a slot's value at least this old is of an earlier d
 
 
 class _Feature:
-    """One feature: its value (and step) against the recent past, and, when readings carry
-    timestamps, against the same time a day earlier."""
+    """One feature: its value against the recent past and, when readings carry timestamps,
+    against the same time a day earlier."""
 
     __slots__ = ("_d", "_season_z", "_severity", "_value_z", "cur_ts", "cur_v", "prev_ts",
                  "prev_v", "season", "value")  # fmt: skip
