@@ -4,16 +4,17 @@ bounded, pickling, the field that fired, the seasonal memory."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 import pickle
 import random
 import statistics
 
 import pytest
-from river import anomaly
+from river import anomaly, compose, preprocessing
 
 from edgeml.config import AnomalyConfig, RetrainConfig, StreamConfig
-from edgeml.learn import Learner, offline
+from edgeml.learn import Learner, offline, snapshot
 from edgeml.learn.robust import ABSORB_BOUND, CalibratedHalfSpace, Judgement, RobustZ
 from edgeml.learn.sketches import RollingMedian, TailThreshold
 from edgeml.records import Sample
@@ -242,3 +243,20 @@ def test_old_pickles_find_the_anomaly_task_where_it_was() -> None:
     from edgeml.learn.tasks import Anomaly as Old
 
     assert Old is Anomaly
+
+
+def test_a_snapshot_of_an_old_quantile_filter_is_not_restored() -> None:
+    # Without drift retrains it would never be replaced: the daemon rebuilds from the log.
+    cfg = stream(model="halfspace")
+    learner = Learner(cfg, "k")
+    hst = anomaly.HalfSpaceTrees(n_trees=10, height=8, window_size=250, seed=42)
+    learner.model = anomaly.QuantileFilter(compose.Pipeline(preprocessing.MinMaxScaler(), hst),
+                                           q=0.99)  # fmt: skip
+    blob = snapshot.dump(learner)
+    with pytest.raises(snapshot.SnapshotError, match="older edgeml"):
+        snapshot.load(cfg, "k", blob, hashlib.sha256(blob).hexdigest(), snapshot.RIVER_VERSION)
+    fresh = Learner(cfg, "k")
+    blob = snapshot.dump(fresh)
+    restored = snapshot.load(cfg, "k", blob, hashlib.sha256(blob).hexdigest(),
+                             snapshot.RIVER_VERSION)  # fmt: skip
+    assert isinstance(restored.model, CalibratedHalfSpace)
