@@ -588,7 +588,7 @@ task = "classification"
 target = "open"
 """
     vib, load_, door = load(write(tmp_path, text)).stream
-    assert (vib.task, vib.model, vib.label, vib.target) == ("anomaly", "halfspace", "fault", None)
+    assert (vib.task, vib.model, vib.label, vib.target) == ("anomaly", "robust", "fault", None)
     assert (vib.anomaly.quantile, vib.anomaly.warmup, vib.anomaly.cooldown_s) == (0.95, 100, 300)
     assert vib.excluded == ("fault",)
     assert (load_.model, load_.params) == ("seasonal", {"l2": 0.01})

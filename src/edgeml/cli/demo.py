@@ -63,8 +63,7 @@ key = "topic:1"
 task = "anomaly"
 features = ["rms", "peak"]
 label = "fault"
-params = {{ window_size = 100, height = 4 }}
-anomaly = {{ quantile = 0.995, warmup = 150, cooldown = "1s" }}
+anomaly = {{ warmup = 150, cooldown = "1s" }}
 """
 
 

@@ -9,12 +9,13 @@ from typing import Any
 from river import drift
 
 from edgeml.config import StreamConfig
+from edgeml.learn.anomaly_task import Anomaly
 from edgeml.learn.challenger import Challenger
 from edgeml.learn.presets import build_model
-from edgeml.learn.tasks import Prediction, Task, make_task, usable
+from edgeml.learn.tasks import TASKS, Prediction, Task, usable
 from edgeml.records import DriftEvent, ModelEvent, Outcome, Request, Sample
 
-__all__ = ["Learner"]
+__all__ = ["Learner", "make_task"]
 
 # A warm start takes at least this many samples: right after a detection ADWIN's window
 # can be a handful, too few to fit anything.
@@ -22,6 +23,11 @@ WARM_MIN = 50
 # A model that diverges again within this many scored readings of being installed is
 # restored under its own number (see Learner._diverged).
 GUARD_QUIET = 100
+
+
+def make_task(stream: StreamConfig) -> Task:
+    """The task object of a stream: how to predict, score, learn and report its metrics."""
+    return Anomaly(stream) if stream.task == "anomaly" else TASKS[stream.task](stream)
 
 
 class Learner:
@@ -82,6 +88,10 @@ class Learner:
         missing = [name for name in cls._STATE if name not in state]
         if missing:
             raise ValueError(f"snapshot lacks {', '.join(missing)}")
+        if stream.task == "anomaly" and not hasattr(state["model"], "judge_one"):
+            # A QuantileFilter of an edgeml before the self-calibrated detectors: with drift
+            # retrains gone it would never be replaced. A fresh detector learns the log again.
+            raise ValueError("snapshot holds an anomaly detector of an older edgeml")
         learner = cls(stream, key)
         for name in cls._STATE:
             setattr(learner, name, state[name])
@@ -144,7 +154,12 @@ class Learner:
         elif detected is not None and self.stream.retrain.policy != "none":
             width = detected.width
             request = Request("challenger", "drift", seq, self._warm_start(width), drift=detected)
-        if request is None and self.challenger is None and self._scheduled(sample.ts):
+        if (
+            request is None
+            and self.challenger is None
+            and (task.judged_by_loss or self.stream.retrain.policy == "reset")
+            and self._scheduled(sample.ts)
+        ):
             request = Request("challenger", "schedule", seq, self.stream.retrain.max_warm_start)
         return Outcome(
             sample,
