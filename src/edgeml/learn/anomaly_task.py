@@ -11,9 +11,10 @@ from typing import Any
 
 from river import metrics
 
-from edgeml.config import StreamConfig
+from edgeml.config import AlertConfig, StreamConfig
+from edgeml.learn.episodes import EpisodeTracker
 from edgeml.learn.tasks import Prediction, Task
-from edgeml.records import Sample
+from edgeml.records import Episode, Sample
 
 __all__ = ["Anomaly"]
 
@@ -36,8 +37,7 @@ class Anomaly(Task):
 
     def __init__(self, stream: StreamConfig) -> None:
         self.warmup = stream.anomaly.warmup
-        self.cooldown = stream.anomaly.cooldown_s
-        self.last_alert: float | None = None  # sample time of the last alert
+        self.episodes = EpisodeTracker()
         self.seen = 0  # samples scored, warm-up included
         self.judged = 0  # samples past the warm-up
         self.flagged = 0
@@ -97,12 +97,16 @@ class Anomaly(Task):
             if protect is not None:
                 model.protect_anomaly_detector = protect
 
-    def alert(self, p: Prediction, s: Sample) -> bool:
-        """A flag is an alert unless another one of this key came within the cooldown."""
-        if not p.flag or (self.last_alert is not None and s.ts - self.last_alert < self.cooldown):
-            return False
-        self.last_alert = s.ts
-        return True
+    def episode(self, p: Prediction, s: Sample, seq: int, cfg: AlertConfig) -> Episode | None:
+        """Flagged readings of the key open an episode, normal ones close it; see
+        edgeml.learn.episodes. (A task from a snapshot older than episodes starts a tracker.)
+        """
+        if p.value is None:
+            return None
+        tracker = self.__dict__.setdefault("episodes", EpisodeTracker())
+        assert isinstance(tracker, EpisodeTracker)
+        severity = p.severity if p.severity is not None else (1.0 if p.flag else 0.0)
+        return tracker.update(cfg, s.ts, seq, bool(p.flag), p.value, severity, p.field)
 
     def metrics(self, n: int) -> dict[str, float | None]:
         out: dict[str, float | None] = {

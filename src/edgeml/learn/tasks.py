@@ -16,8 +16,8 @@ from typing import Any, NamedTuple
 
 from river import metrics, utils
 
-from edgeml.config import StreamConfig
-from edgeml.records import MAX_ABS_VALUE, Label, Sample
+from edgeml.config import AlertConfig, StreamConfig
+from edgeml.records import MAX_ABS_VALUE, Episode, Label, Sample
 
 __all__ = ["MAX_PREDICTION", "TASKS", "Prediction", "RollingMean", "Task", "usable"]
 
@@ -149,9 +149,9 @@ class Task:
     def forecast(self, model: Any, s: Sample) -> tuple[float, ...]:
         return ()
 
-    def alert(self, p: Prediction, s: Sample) -> bool:
-        """Whether this prediction is an alert to publish (anomaly streams)."""
-        return False
+    def episode(self, p: Prediction, s: Sample, seq: int, cfg: AlertConfig) -> Episode | None:
+        """What this reading does to the key's anomaly episode (anomaly streams)."""
+        return None
 
     def metrics(self, n: int) -> dict[str, float | None]:
         if not self.scored:

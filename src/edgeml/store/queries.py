@@ -125,8 +125,9 @@ def _stream_status(conn: sqlite3.Connection, now: float) -> list[dict[str, Any]]
     anomalies = {
         (r[0], r[1]): r[2]
         for r in conn.execute(
+            # Episodes that began in the last hour (an alert before episodes had no type).
             "SELECT stream, key, count(*) FROM events WHERE kind = 'anomaly' AND ts >= ?"
-            " GROUP BY stream, key",
+            " AND COALESCE(json_extract(data, '$.type'), 'new') = 'new' GROUP BY stream, key",
             (now - 3600,),
         )
     }
