@@ -100,8 +100,8 @@ def render(
         if s.get("anomalies_1h"):
             parts.append(
                 Text.from_markup(
-                    f"[red]anomalies[/] {s['stream']}/{s['key']}: "
-                    f"{s['anomalies_1h']} in the last hour"
+                    f"[red]anomaly episodes[/] {s['stream']}/{s['key']}: "
+                    f"{s['anomalies_1h']} began in the last hour"
                 )
             )
     return Group(*parts)
