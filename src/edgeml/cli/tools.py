@@ -70,6 +70,15 @@ def replay(
     typer.echo(
         f"published {result.published} rows to {stream}; {len(result.bad)} rows did not decode"
     )
+    if result.beyond_retention:
+        err.print(
+            f"note: {result.beyond_retention} rows are older than store.retention "
+            f"({cfg.store.retention}), which counts from each reading's own time: the daemon "
+            "learns them, then deletes them from its log once a snapshot covers them (edgeml "
+            "report will not show them). Raise [store] retention to keep them.",
+            markup=False,
+            highlight=False,
+        )
     if not result.published:
         raise fail(f"nothing was sent: no row of {csv_file} decodes for stream {stream!r}")
 
