@@ -114,7 +114,8 @@ def _daemon_lines(d: dict[str, Any], now: float) -> list[RenderableType]:
     broker = "[green]connected[/]" if d["broker_connected"] else f"[yellow]{d['broker']}[/]"
     reasons = ", ".join(f"{k} {v}" for k, v in sorted(d["rejected_by_reason"].items()))
     per_sample = d["bytes_per_sample"]
-    return [*_disk_line(d.get("disk"), now),
+    return [
+        *_disk_line(d.get("disk"), now),
         Text.from_markup(
             f"daemon: {state}  pid {d['pid']}  node {d['node']}  up {d['uptime_s']:.0f}s  "
             f"broker {broker}  last beat {ago(d['last_beat'], now)}"

@@ -11,7 +11,7 @@ models never part, and nothing is acknowledged before it is stored.
 future HTTP health check). `edgeml status` runs in another process and cannot read it from
 the SQLite file, which the full disk stops the daemon from writing: the daemon mirrors it
 into `disk.json` beside the file, 4 KiB allocated at start and overwritten in place, which
-needs no new block on a full file system.
+needs no new block on a full file system; it is removed at the stop.
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ import contextlib
 import json
 import os
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -35,6 +36,8 @@ from edgeml.store.writer import Store
 __all__ = ["DiskGuard", "DiskState"]
 
 log = structlog.get_logger("edgeml.daemon")
+
+T = TypeVar("T")
 
 _FILE_SIZE = 4096
 FIRST_RETRY_S = 0.5
@@ -108,9 +111,12 @@ class _StateFile:
             os.pwrite(self._fd, data.ljust(_FILE_SIZE), 0)
 
     def close(self) -> None:
+        """At the stop: the file goes (it describes a running daemon)."""
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+            with contextlib.suppress(OSError):
+                self.path.unlink()
 
 
 class DiskGuard:
@@ -118,6 +124,8 @@ class DiskGuard:
 
     def __init__(self, db_path: Path) -> None:
         self.state = DiskState(str(db_path), pid=os.getpid())
+        with contextlib.suppress(OSError):
+            db_path.parent.mkdir(parents=True, exist_ok=True)
         self._file = _StateFile(db_path.with_name(DISK_FILE))
         self._publish()
 
@@ -132,24 +140,38 @@ class DiskGuard:
         """Commit `batch`, waiting out a full disk. False: the daemon is stopping and the
         batch could not be stored (nothing of it is; its readings are not acknowledged).
         """
-        delay = FIRST_RETRY_S
-        while True:
+
+        async def attempt() -> bool:
             try:
                 await store.write(batch)
-            except DiskFull as exc:
-                self._failed(exc, delay)
+            except DiskFull:
                 # Retention comes back every summary interval; its deletes need WAL space
                 # too, so the batch is tried again without them.
                 batch.prune_before = None
+                raise
+            return True
+
+        return await self.retry(attempt, stop) is not None
+
+    async def retry(self, attempt: Callable[[], Awaitable[T]], stop: asyncio.Event) -> T | None:
+        """`attempt()` until it does not raise DiskFull, with back-off; None if `stop` is set
+        and one more attempt (right after it was set) failed too.
+        """
+        delay = FIRST_RETRY_S
+        while True:
+            try:
+                result = await attempt()
+            except DiskFull as exc:
+                self._failed(exc, delay)
                 if stop.is_set():
-                    return False
+                    return None
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
                 delay = min(delay * 2, MAX_RETRY_S)
                 continue
             if self.state.full:
                 self._recovered()
-            return True
+            return result
 
     def _failed(self, exc: DiskFull, delay: float) -> None:
         s = self.state

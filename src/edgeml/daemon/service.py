@@ -7,7 +7,9 @@ import gc
 import os
 import signal
 import time
+from collections.abc import Awaitable
 from pathlib import Path
+from typing import TypeVar
 
 import structlog
 
@@ -30,6 +32,8 @@ from edgeml.transport.mqtt import Session
 __all__ = ["Daemon", "run"]
 
 log = structlog.get_logger("edgeml.daemon")
+
+T = TypeVar("T")
 
 # The learner yields to the event loop after this many messages, so the socket is read and
 # the writer runs even under a flood.
@@ -104,20 +108,21 @@ class Daemon:
 
     async def run(self, stop: asyncio.Event) -> None:
         cfg = self.cfg
+        disk = self.disk = DiskGuard(cfg.db_path)
         sync = not cfg.store.ack_before_sync
-        async with await Store.open(cfg.db_path, cfg.models.keep_snapshots, sync) as store:
+        opened = await self._pinging(
+            disk.retry(lambda: Store.open(cfg.db_path, cfg.models.keep_snapshots, sync), stop)
+        )
+        if opened is None:  # stopped while the disk was too full to open the file
+            disk.close()
+            return
+        async with opened as store:
             self._store = store
-            disk = self.disk = DiskGuard(cfg.db_path)
             self.recovery = Recovery(cfg, store, self.notifier, self._flush)
             engine = self.engine = await self.recovery.restore()
             # Commands given while no daemon ran are applied now, before any new reading.
             await apply_commands(store, engine, self.recovery, [], self._flush)
-            # On a full disk this waits for space: systemd hears from the loop meanwhile.
-            pings = asyncio.create_task(self.notifier.keepalive(self.ready, self.status))
-            try:
-                await disk.write(store, engine.take_batch(), stop)
-            finally:
-                pings.cancel()
+            await self._pinging(disk.write(store, engine.take_batch(), stop))
             # What exists now (modules, models) lives as long as the daemon: keep it out of
             # the garbage collector's full passes, which otherwise walk it every few seconds.
             gc.freeze()
@@ -146,6 +151,14 @@ class Daemon:
             # Not acknowledged: the broker sends them again at the next start.
             log.warning("stopped_unstored_disk_full", readings=self.unstored,
                         db=str(cfg.db_path))  # fmt: skip
+
+    async def _pinging(self, aw: Awaitable[T]) -> T:
+        """Await `aw` while systemd hears from the loop: on a full disk it waits for space."""
+        pings = asyncio.create_task(self.notifier.keepalive(self.ready, self.status))
+        try:
+            return await aw
+        finally:
+            pings.cancel()
 
     async def _announce_ready(self) -> None:
         await self.transport.subscribed.wait()

@@ -112,24 +112,27 @@ def _disk_file(db: Path) -> dict[str, Any]:
 
 
 def _disk(db: Path, doc: dict[str, Any], pid: int, now: float) -> dict[str, Any]:
-    """The `disk` key: `full` while the running daemon (`pid`) waits for space, else `ok`;
-    free_bytes is read now.
+    """The `disk` key: `full` while a live daemon waits for space (the one of the heartbeat,
+    or a newer one that could not write its first heartbeat), else `ok`; free_bytes is read
+    now.
     """
+    writer = doc.get("pid")
     full = (
         doc.get("state") == "full"
-        and doc.get("pid") == pid
+        and isinstance(writer, int)
         and now - float(doc.get("updated") or 0) < DISK_STALE_AFTER_S
-        and _pid_alive(pid)
+        and _pid_alive(writer)
     )
     return {
         "state": "full" if full else "ok",
+        "pid": writer if full else pid,
         "path": str(db),
         "free_bytes": free_bytes(db.parent),
         "since": doc.get("since") if full else None,
         "error": doc.get("error") if full else None,
         "retries": doc.get("retries", 0) if full else 0,
         "next_retry": doc.get("next_retry") if full else None,
-        "full_episodes": doc.get("episodes", 0) if doc.get("pid") == pid else 0,
+        "full_episodes": doc.get("episodes", 0) if writer == pid else 0,
     }
 
 
@@ -142,8 +145,9 @@ def _daemon_status(
     rejected = json.loads(row["rejected"])
     db = Path(conn.execute("PRAGMA database_list").fetchone()[2])
     disk = _disk(db, disk_doc, row["pid"], now)
-    fresh = now - row["last_beat"] < STALE_AFTER_S or disk["state"] == "full"
-    running = row["stopped"] is None and fresh and _pid_alive(row["pid"])
+    running = disk["state"] == "full" or (
+        row["stopped"] is None and now - row["last_beat"] < STALE_AFTER_S and _pid_alive(row["pid"])
+    )
     learned, written = row["learned"], row["bytes_written"]
     return {
         "running": running,

@@ -67,6 +67,13 @@ def _is_disk_full(exc: BaseException, directory: Path) -> bool:
     return False
 
 
+def _error(path: Path, what: str, exc: BaseException) -> StoreError:
+    """DiskFull when `exc` says the file system is full (a state to wait out), else StoreError."""
+    if _is_disk_full(exc, path.parent):
+        return DiskFull(f"{path}: {what}: {exc}", str(path), free_bytes(path.parent))
+    return StoreError(f"{path}: {what}: {exc}")
+
+
 def _row(r: Any) -> StoredSample:
     return StoredSample(
         int(r[0]),
@@ -105,7 +112,7 @@ class Store:
             conn.close()
             db = await aiosqlite.connect(path, timeout=10)
         except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"{path}: cannot open the database: {exc}") from exc
+            raise _error(path, "cannot open the database", exc) from exc
         try:
             # FULL in WAL mode: each commit fsyncs the WAL before it returns, so what the daemon
             # acknowledges next is on storage (one fsync per batch; SQLite also syncs the
@@ -280,10 +287,7 @@ class Store:
             self.pruned += await write_batch(self._db, batch, self.keep_snapshots)
         except (sqlite3.Error, OSError) as exc:
             await self._rollback()
-            if _is_disk_full(exc, self.path.parent):
-                free = free_bytes(self.path.parent)
-                raise DiskFull(f"{self.path}: write failed: {exc}", str(self.path), free) from exc
-            raise StoreError(f"{self.path}: write failed: {exc}") from exc
+            raise _error(self.path, "write failed", exc) from exc
         if batch.prune_before is not None:
             try:
                 await vacuum(self._db)
