@@ -11,7 +11,7 @@ models never part, and nothing is acknowledged before it is stored.
 future HTTP health check). `edgeml status` runs in another process and cannot read it from
 the SQLite file, which the full disk stops the daemon from writing: the daemon mirrors it
 into `disk.json` beside the file, 4 KiB allocated at start and overwritten in place, which
-needs no new block on a full file system; it is removed at the stop.
+needs no new block on a full file system. It is kept across restarts for the same reason.
 """
 
 from __future__ import annotations
@@ -111,12 +111,12 @@ class _StateFile:
             os.pwrite(self._fd, data.ljust(_FILE_SIZE), 0)
 
     def close(self) -> None:
-        """At the stop: the file goes (it describes a running daemon)."""
+        """At the stop. The file stays: the next daemon rewrites it in place, which needs no
+        space (it could not create it on a full disk); readers ignore a dead pid's file.
+        """
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-            with contextlib.suppress(OSError):
-                self.path.unlink()
 
 
 class DiskGuard:
