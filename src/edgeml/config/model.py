@@ -311,6 +311,9 @@ class StoreConfig(_Frozen):
     batch_size: Annotated[StrictInt, Field(ge=1, le=100_000)] = 500
     summary_interval: str = "2s"
     retention: str = "7d"
+    # Opt-in, and named for its risk: acknowledge a reading once its commit is written, before
+    # it is synced to storage. Faster on a slow card; a power cut can lose acknowledged readings.
+    ack_before_sync: StrictBool = False
 
     @field_validator("summary_interval", "retention")
     @classmethod
