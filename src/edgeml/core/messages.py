@@ -50,8 +50,8 @@ def prediction_message(outcome: Outcome) -> bytes:
 
     - regression: `{"ts", "y", "y_pred", "error", "model_version"}`
     - forecast: the same plus `"forecast"`, the next `horizon` values
-    - classification: `{"ts", "label", "probability", "y", "model_version"}` (`y`: the true
-      label when the reading carried one, else null)
+    - classification: `{"ts", "label", "probability", "probabilities", "y", "model_version"}`
+      (`probabilities`: of each class; `y`: the true label when the reading carried one)
     - anomaly: `{"ts", "score", "anomaly", "model_version"}`
 
     What the model computed (`y_pred`, `error`, `probability`, `score`, `forecast`) is
@@ -70,7 +70,12 @@ def prediction_message(outcome: Outcome) -> bytes:
     if outcome.flag is not None:
         doc.update(score=_r6(outcome.y_pred), anomaly=outcome.flag)
     elif outcome.label is not None:
-        doc.update(label=outcome.label, probability=_r6(outcome.y_pred), y=s.label)
+        # `probability` is the predicted class's; `probabilities` every class's, so that
+        # P(smoke) needs no inverting when the predicted label is false.
+        probabilities = {str(k).lower() if isinstance(k, bool) else str(k): _r6(v)
+                         for k, v in (outcome.proba or {}).items()}  # fmt: skip
+        doc.update(label=outcome.label, probability=_r6(outcome.y_pred),
+                   probabilities=probabilities, y=s.label)  # fmt: skip
     else:
         forecast = [_r6(v) for v in outcome.forecast]
         doc.update(y=s.y, y_pred=_r6(outcome.y_pred), error=_r6(outcome.error), forecast=forecast)
