@@ -223,11 +223,21 @@ class StreamConfig(_Frozen):
     params: dict[str, ParamValue] = Field(default_factory=dict)
     rolling_window: Annotated[StrictInt, Field(ge=1, le=1_000_000)] = 500
     publish: Literal["all", "anomalies", "none"] = "all"
+    # A key that sends nothing this long raises a `silent` event: a duration, "auto" (10 of
+    # its typical intervals, at least a minute) or "off".
+    silent_after: str = "auto"
     drift: DriftConfig = DriftConfig()
     retrain: RetrainConfig = RetrainConfig()
     anomaly: AnomalyConfig = AnomalyConfig()
     alert: AlertConfig = AlertConfig()
     forecast: ForecastConfig = ForecastConfig()
+
+    @field_validator("silent_after")
+    @classmethod
+    def _silent_after(cls, v: str) -> str:
+        if v not in ("auto", "off"):
+            parse_duration(v)
+        return v
 
     @field_validator("name")
     @classmethod

@@ -281,6 +281,7 @@ class Daemon:
             return
         engine.add_summary()
         engine.add_rejects(out)
+        engine.add_silences(time.time(), out)
         self._send(out)
         engine.batch.heartbeat = self._heartbeat(engine)
         if self._snapshots.due(now):

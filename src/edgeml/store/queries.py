@@ -219,6 +219,8 @@ EVENT_KINDS = (
     "guard",
     "anomaly",
     "reject",
+    "silent",
+    "back",
 )
 # `edgeml events --kind promotion` means every kind of event that makes a new model version.
 PROMOTIONS = ("promotion", "import", "rollback")
