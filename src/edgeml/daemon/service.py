@@ -9,7 +9,7 @@ import signal
 import time
 from collections.abc import Awaitable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import structlog
 
@@ -45,6 +45,9 @@ _COMMANDS_EVERY = 1.0
 # here: 0.37x -> 0.49x of a bare subscriber's throughput). A smaller batch waits up to
 # flush_interval_ms for company, which is what spares the SD card at low rates.
 _DRY_BATCH = 32
+# With nothing new to say, a heartbeat is still written this often (edgeml status counts a
+# daemon whose heartbeat is older than 2.5 of these as not running).
+IDLE_BEAT_S = 60.0
 
 
 def _bytes_written() -> int | None:
@@ -98,6 +101,7 @@ class Daemon:
         self._summary = _Every(parse_duration(cfg.store.summary_interval), at_once=True)
         self._snapshots = _Every(parse_duration(cfg.models.snapshot_interval))
         self._rate = (time.monotonic(), 0, 0.0)  # (when, learned then, msgs/s)
+        self._last_beat: tuple[Any, float] = (None, 0.0)  # (figures, when) of the last written
         self._bytes_at_start = _bytes_written()
         self.notifier = Notifier()  # systemd, when it started us
         self.stopping = False
@@ -283,7 +287,9 @@ class Daemon:
         engine.add_rejects(out)
         engine.add_silences(time.time(), out)
         self._send(out)
-        engine.batch.heartbeat = self._heartbeat(engine)
+        beat = self._heartbeat(engine)
+        if self._beat_changed(beat, now):
+            engine.batch.heartbeat = beat
         if self._snapshots.due(now):
             engine.add_snapshots("interval")
         engine.batch.prune_before = time.time() - self._retention
@@ -311,6 +317,22 @@ class Daemon:
         for message in out:
             self.transport.publish(*message)
         out.clear()
+
+    def _beat_changed(self, beat: Heartbeat, now: float) -> bool:
+        """Whether a heartbeat is worth a commit: when one of its figures changed, or every
+        IDLE_BEAT_S. An idle daemon then writes a few kilobytes a minute, not every 2 s.
+        """
+        figures = (
+            beat.broker,
+            beat.received,
+            beat.learned,
+            beat.rate,
+            sorted(beat.rejected.items()),
+        )
+        if figures == self._last_beat[0] and now - self._last_beat[1] < IDLE_BEAT_S:
+            return False
+        self._last_beat = (figures, now)
+        return True
 
     def _heartbeat(self, engine: Engine, stopped: float | None = None) -> Heartbeat:
         now = time.monotonic()

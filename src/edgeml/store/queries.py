@@ -25,8 +25,9 @@ __all__ = [
     "read_status",
 ]
 
-# A daemon whose heartbeat is older than this is reported as not running.
-STALE_AFTER_S = 10.0
+# A daemon whose heartbeat is older than this is reported as not running. An idle daemon
+# writes one only every minute (daemon.service.IDLE_BEAT_S): an SD card lasts longer.
+STALE_AFTER_S = 150.0
 # The disk's state as the daemon sees it, beside edgeml.db (daemon/disk.py writes it). While
 # the disk is full the heartbeat cannot be written, but this file is rewritten in place at
 # every retry (at least every 15 s): the daemon counts as running while it is fresh.
@@ -80,14 +81,28 @@ def _open_readonly(path: Path, params: str) -> tuple[sqlite3.Connection, int]:
         raise
 
 
-def _pid_alive(pid: int) -> bool:
+def _pid_alive(pid: int, started: float | None = None) -> bool:
+    """Whether process `pid` runs, and (given when the daemon started) is that daemon, not a
+    process that got its number since.
+    """
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
+        pass
+    if started is None:
         return True
-    return True
+    try:
+        btime = next(
+            float(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime ")
+        )
+        ticks = float(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, StopIteration, IndexError, ValueError):
+        return True  # no /proc here: the signal check must do
+    return btime + ticks / os.sysconf("SC_CLK_TCK") <= started + 2.0
 
 
 def read_status(path: Path, now: float | None = None) -> dict[str, Any]:
@@ -147,7 +162,9 @@ def _daemon_status(
     db = Path(conn.execute("PRAGMA database_list").fetchone()[2])
     disk = _disk(db, disk_doc, row["pid"], now)
     running = disk["state"] == "full" or (
-        row["stopped"] is None and now - row["last_beat"] < STALE_AFTER_S and _pid_alive(row["pid"])
+        row["stopped"] is None
+        and now - row["last_beat"] < STALE_AFTER_S
+        and _pid_alive(row["pid"], row["started"])
     )
     learned, written = row["learned"], row["bytes_written"]
     return {
