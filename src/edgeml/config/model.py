@@ -18,6 +18,14 @@ from pydantic import (
     model_validator,
 )
 
+from edgeml.config.payloads import (
+    check_field,
+    check_filter,
+    check_key,
+    check_payload_rules,
+    check_timezone,
+    check_value_map,
+)
 from edgeml.errors import ConfigError
 
 __all__ = [
@@ -50,19 +58,6 @@ def parse_duration(text: str) -> float:
     if not m:
         raise ValueError(f"{text!r} is not a duration such as '30s', '5m', '24h' or '7d'")
     return float(m.group(1)) * _UNITS[m.group(2)]
-
-
-def _check_filter(topic: str) -> str:
-    """Validate an MQTT topic filter (wildcards allowed) by the rules of MQTT 3.1.1 §4.7."""
-    if not topic or len(topic.encode()) > 65535 or "\0" in topic:
-        raise ValueError(f"{topic!r} is not a valid MQTT topic filter")
-    levels = topic.split("/")
-    for i, level in enumerate(levels):
-        if "#" in level and (level != "#" or i != len(levels) - 1):
-            raise ValueError(f"{topic!r}: '#' must be a whole level and the last one")
-        if "+" in level and level != "+":
-            raise ValueError(f"{topic!r}: '+' must be a whole level")
-    return topic
 
 
 class _Frozen(BaseModel):
@@ -236,6 +231,15 @@ class StreamConfig(_Frozen):
     retrain: RetrainConfig = RetrainConfig()
     anomaly: AnomalyConfig = AnomalyConfig()
     forecast: ForecastConfig = ForecastConfig()
+    # What a message is (docs/configuration.md#payloads): a JSON object, or one value whose
+    # field is named by the topic.
+    payload: Literal["json", "value"] = "json"
+    field: str | None = None
+    value_map: dict[str, StrictInt | StrictFloat] = {}
+    value_map_defaults: StrictBool = True
+    timestamp_tz: str = "UTC"
+    retained: Literal["skip", "learn"] = "skip"
+    dedupe: Literal["off", "identical"] | None = None  # None: by `payload`, set below
 
     @field_validator("name")
     @classmethod
@@ -244,22 +248,11 @@ class StreamConfig(_Frozen):
             raise ValueError(f"{v!r} must be 1-64 letters, digits, '_', '.' or '-'")
         return v
 
-    @field_validator("topic")
-    @classmethod
-    def _topic(cls, v: str) -> str:
-        return _check_filter(v)
-
-    @field_validator("key")
-    @classmethod
-    def _key(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        kind, _, arg = v.partition(":")
-        if kind == "topic" and arg.isdigit():
-            return v
-        if kind == "field" and arg:
-            return v
-        raise ValueError(f"{v!r} must be 'topic:N' (topic level N, from 0) or 'field:NAME'")
+    _topic = field_validator("topic")(staticmethod(check_filter))
+    _key = field_validator("key")(staticmethod(check_key))
+    _field = field_validator("field")(staticmethod(check_field))
+    _value_map = field_validator("value_map")(staticmethod(check_value_map))
+    _timestamp_tz = field_validator("timestamp_tz")(staticmethod(check_timezone))
 
     @model_validator(mode="after")
     def _cross(self) -> StreamConfig:
@@ -290,13 +283,9 @@ class StreamConfig(_Frozen):
                 raise ValueError(f"target {self.target!r} is also listed in features")
             if len(set(self.features)) != len(self.features):
                 raise ValueError("features lists a field twice")
-        if self.key and self.key.startswith("topic:"):
-            level = int(self.key[6:])
-            levels = self.topic.split("/")
-            if level >= len(levels) and "#" not in levels:
-                raise ValueError(
-                    f"key {self.key!r}: topic {self.topic!r} has only {len(levels)} levels"
-                )
+        check_payload_rules(self.payload, self.topic, self.key, self.field, self)
+        if self.dedupe is None:
+            object.__setattr__(self, "dedupe", "identical" if self.payload == "value" else "off")
         return self
 
     @property

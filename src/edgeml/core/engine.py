@@ -26,7 +26,7 @@ from edgeml.core.batch import (
     StoredSample,
     VersionRow,
 )
-from edgeml.core.decode import Decoder, parse
+from edgeml.core.decode import Decoder, decode_all, output_key
 from edgeml.core.dedup import Redeliveries
 from edgeml.core.messages import (
     Outgoing,
@@ -37,9 +37,18 @@ from edgeml.core.messages import (
 )
 from edgeml.core.models import LiveModels, SeriesKey, pickled, snapshot_row, summary_row
 from edgeml.core.rejects import RejectTally
+from edgeml.core.repeats import Repeats
 from edgeml.learn import Learner, snapshot
 from edgeml.logs import RateLimitedLog
-from edgeml.records import Delivery, ModelEvent, Outcome, Reject, Request, Sample
+from edgeml.records import (
+    QUIET_REASONS,
+    Delivery,
+    ModelEvent,
+    Outcome,
+    Reject,
+    Request,
+    Sample,
+)
 
 __all__ = ["Engine", "NeedsLearner"]
 
@@ -79,6 +88,7 @@ class Engine:
         self.redeliveries = Redeliveries(recent)
         self.batch = Batch()
         self.rejects = RejectTally()
+        self.repeats = Repeats(cfg.stream, cfg.models.max_live)  # dedupe = "identical"
         self.learned = 0
         self.model_errors = 0  # samples on which River raised
         self.duplicates = 0
@@ -110,6 +120,7 @@ class Engine:
         )
         if outcome.request is not None:
             self.requests.append(((stream, key), outcome.request))
+        self.repeats.note(outcome.sample)
         self.dirty.add((stream, key))
         self.unsnapped.add((stream, key))
 
@@ -128,19 +139,9 @@ class Engine:
             self.duplicates += 1
             self.batch.acks.append(d.ack)
             return
-        value: Any = None
-        matched = False
-        results: list[Sample | Reject] = []
-        for decoder in self.decoders:
-            if not decoder.matches(d.topic):
-                continue
-            if not matched:
-                matched = True
-                value = parse(d.payload, decoder.max_payload_bytes)
-            if isinstance(value, Reject):
-                results.append(Reject(decoder.name, value.reason, value.detail))
-            else:
-                results.append(decoder.extract(d.topic, value, d.arrival))
+        matched, results = decode_all(self.decoders, d.topic, d.payload, d.arrival, d.retained)
+        if self.repeats.streams:
+            results = self.repeats.mark(results)
         missing = [
             (r.stream, r.key)
             for r in results
@@ -177,6 +178,8 @@ class Engine:
 
     def _reject(self, r: Reject, topic: str) -> None:
         self.rejects.note(r, topic)
+        if r.reason in QUIET_REASONS:
+            return  # expected on a healthy broker: counted and reported, not logged
         self._warn.warning(
             "payload_rejected",
             f"{r.stream}:{r.reason}",
@@ -196,6 +199,7 @@ class Engine:
         self.next_seq += 1
         outcome = self._process(learner, sample, seq)
         self.learned += 1
+        self.repeats.note(sample)
         sid = self.series[sk]
         b = self.batch
         label = None if sample.label is None else _compact(sample.label)
@@ -257,7 +261,8 @@ class Engine:
         fields = {"stream": s.stream, "key": s.key, "seq": outcome.seq, "ts": s.ts,
                   "score": outcome.y_pred, "x": s.x,
                   "model_version": outcome.model_version}  # fmt: skip
-        self._event("anomaly", fields, out, f"{self._topic_prefix}/{s.stream}/{s.key}/anomaly")
+        topic = f"{self._topic_prefix}/{s.stream}/{output_key(s.key)}/anomaly"
+        self._event("anomaly", fields, out, topic)
         log.info("anomaly", **fields)
 
     def _model_event(self, lr: Learner, ev: ModelEvent, out: list[Outgoing]) -> None:

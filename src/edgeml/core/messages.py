@@ -25,6 +25,9 @@ _compact = json.JSONEncoder(separators=(",", ":")).encode
 
 def prediction_topic(prefix: str, stream: str, key: str) -> str:
     # Built per reading rather than cached: a cache would grow with every device ever seen.
+    # A key taken by a regex may hold `/`: it is written `__` (core.decode.output_key).
+    if "/" in key:
+        key = key.replace("/", "__")
     return f"{prefix}/{stream}/{key}/prediction"
 
 

@@ -24,6 +24,7 @@ import paho.mqtt.client as paho
 import structlog
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edgeml.config import Config, MqttConfig
 from edgeml.records import Delivery
@@ -144,6 +145,7 @@ class Session:
                 (mid, qos, self.generation) if qos else None,
                 mid if qos else None,
                 bool(message.dup),
+                bool(message.retain),
             )
         )
         self.wake()
@@ -244,11 +246,25 @@ class Session:
 
     async def _subscribe(self, client: aiomqtt.Client) -> None:
         # Always subscribe again: a broker that restarted without persistence forgot us.
-        granted = await client.subscribe([(t, 1) for t in self.topics], timeout=math.inf)
+        granted = await client.subscribe(self._subscriptions(), timeout=math.inf)
         for topic, code in zip(self.topics, granted, strict=False):
             value = code if isinstance(code, int) else int(getattr(code, "value", 0))
             if value >= 0x80:
                 log.error("mqtt_subscribe_refused", topic=topic, reason=str(code))
+
+    def _subscriptions(self) -> list[tuple[str, Any]]:
+        """QoS 1 for every filter. MQTT 5: a filter a `retained = "learn"` stream reads gets
+        its retained messages only when the subscription is new, not again on a resumed
+        session (retain handling 1); the others get them every time, to be rejected as
+        `retained` by a stream that skips them.
+        """
+        if self.cfg.mqtt.protocol != "5":
+            return [(t, 1) for t in self.topics]
+        learn = {s.topic for s in self.cfg.stream if s.retained == "learn"}
+        return [
+            (t, SubscribeOptions(qos=1, retainHandling=1 if t in learn else 0))
+            for t in self.topics
+        ]
 
     @staticmethod
     async def _watch(client: aiomqtt.Client) -> None:
