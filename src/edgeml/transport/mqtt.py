@@ -262,8 +262,7 @@ class Session:
             return [(t, 1) for t in self.topics]
         learn = {s.topic for s in self.cfg.stream if s.retained == "learn"}
         return [
-            (t, SubscribeOptions(qos=1, retainHandling=1 if t in learn else 0))
-            for t in self.topics
+            (t, SubscribeOptions(qos=1, retainHandling=1 if t in learn else 0)) for t in self.topics
         ]
 
     @staticmethod
