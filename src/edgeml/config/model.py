@@ -20,7 +20,7 @@ from pydantic import (
 
 from edgeml.config.payloads import (
     check_field,
-    check_filter,
+    check_filters,
     check_key,
     check_payload_rules,
     check_timezone,
@@ -215,7 +215,7 @@ ParamValue = StrictBool | StrictInt | StrictFloat | str
 
 class StreamConfig(_Frozen):
     name: str
-    topic: str
+    topic: str | tuple[str, ...]  # a filter, or a list of them (`topics`)
     key: str | None = None
     task: Task = "regression"
     target: str | None = None
@@ -240,6 +240,8 @@ class StreamConfig(_Frozen):
     timestamp_tz: str = "UTC"
     retained: Literal["skip", "learn"] = "skip"
     dedupe: Literal["off", "identical"] | None = None  # None: by `payload`, set below
+    join_window: str = "0s"
+    join_on: Literal["target", "any"] = "target"
 
     @field_validator("name")
     @classmethod
@@ -248,11 +250,18 @@ class StreamConfig(_Frozen):
             raise ValueError(f"{v!r} must be 1-64 letters, digits, '_', '.' or '-'")
         return v
 
-    _topic = field_validator("topic")(staticmethod(check_filter))
+    _topic = field_validator("topic")(staticmethod(check_filters))
     _key = field_validator("key")(staticmethod(check_key))
     _field = field_validator("field")(staticmethod(check_field))
     _value_map = field_validator("value_map")(staticmethod(check_value_map))
     _timestamp_tz = field_validator("timestamp_tz")(staticmethod(check_timezone))
+
+    @field_validator("join_window")
+    @classmethod
+    def _join_window(cls, v: str) -> str:
+        if not 0 <= parse_duration(v) <= 3600:
+            raise ValueError("must be from '0s' (no join) to '1h'")
+        return v
 
     @model_validator(mode="after")
     def _cross(self) -> StreamConfig:
@@ -283,7 +292,7 @@ class StreamConfig(_Frozen):
                 raise ValueError(f"target {self.target!r} is also listed in features")
             if len(set(self.features)) != len(self.features):
                 raise ValueError("features lists a field twice")
-        check_payload_rules(self.payload, self.topic, self.key, self.field, self)
+        check_payload_rules(self)
         if self.dedupe is None:
             object.__setattr__(self, "dedupe", "identical" if self.payload == "value" else "off")
         return self
@@ -293,6 +302,14 @@ class StreamConfig(_Frozen):
         """Fields that are never features: target, label, key and timestamp."""
         fields = (self.target, self.label, self.key_field, self.timestamp)
         return tuple(f for f in fields if f)
+
+    @property
+    def topics(self) -> tuple[str, ...]:
+        return (self.topic,) if isinstance(self.topic, str) else self.topic
+
+    @property
+    def join_window_s(self) -> float:
+        return parse_duration(self.join_window)
 
     @property
     def key_field(self) -> str | None:

@@ -16,6 +16,7 @@ __all__ = [
     "MISSING_VALUES",
     "check_field",
     "check_filter",
+    "check_filters",
     "check_key",
     "check_payload_rules",
     "check_timezone",
@@ -32,6 +33,7 @@ MISSING_VALUES = frozenset({"nan", "unavailable", "unknown", "none", "null", ""}
 # The decoder's range (edgeml.records.MAX_ABS_VALUE, which config must not import).
 _MAX_ABS = 1e15
 _MAX_MAP_ENTRIES = 1000
+_MAX_TOPICS = 32
 
 
 def check_filter(topic: str) -> str:
@@ -45,6 +47,17 @@ def check_filter(topic: str) -> str:
         if "+" in level and level != "+":
             raise ValueError(f"{topic!r}: '+' must be a whole level")
     return topic
+
+
+def check_filters(v: str | tuple[str, ...]) -> str | tuple[str, ...]:
+    """One filter, or a list of them (a stream that joins fields from several topics)."""
+    if isinstance(v, str):
+        return check_filter(v)
+    if not 1 <= len(v) <= _MAX_TOPICS or len(set(v)) != len(v):
+        raise ValueError(f"a list of 1 to {_MAX_TOPICS} different topic filters")
+    for topic in v:
+        check_filter(topic)
+    return v
 
 
 def _regex(pattern: str, group: str) -> None:
@@ -127,21 +140,30 @@ def _level_check(name: str, spec: str | None, topic: str) -> None:
             raise ValueError(f"{name} {spec!r}: topic {topic!r} has only {len(levels)} levels")
 
 
-def check_payload_rules(
-    payload: str, topic: str, key: str | None, field: str | None, s: Any
-) -> None:
-    """Rules across keys: what a `payload = "value"` stream may name (`s`: the stream)."""
-    _level_check("key", key, topic)
-    _level_check("field", field, topic)
-    if payload == "json":
-        if field is not None:
+def check_payload_rules(s: Any) -> None:
+    """Rules across keys (`s`: the StreamConfig): topic levels, what a `payload = "value"`
+    stream may name, and what a join needs.
+    """
+    for topic in s.topics:
+        _level_check("key", s.key, topic)
+        _level_check("field", s.field, topic)
+    joins = s.join_window_s > 0
+    if joins:
+        if s.features is None:
+            raise ValueError("features: a stream that joins (join_window) must list them")
+        if s.task == "anomaly" and s.join_on != "any":
+            raise ValueError('join_on: an anomaly stream has no target: use join_on = "any"')
+    if s.payload == "json":
+        if s.field is not None:
             raise ValueError('field: only a payload = "value" stream names its field by topic')
         return
-    if key is not None and key.startswith("field:"):
+    if s.key is not None and s.key.startswith("field:"):
         raise ValueError('key: a payload = "value" stream has no fields to key by')
     if s.timestamp is not None:
         raise ValueError('timestamp: a payload = "value" stream has no timestamp field')
-    if s.features:
-        raise ValueError('features: a payload = "value" message carries one field, the target')
-    if s.task == "anomaly" and field is None:
-        raise ValueError('field: an anomaly stream with payload = "value" must name its field')
+    if s.features and not joins:
+        raise ValueError(
+            'features: a payload = "value" message carries one field: join them (join_window)'
+        )
+    if s.field is None and (s.task == "anomaly" or joins):
+        raise ValueError("field: name the field of each value (topic:N or regex:...)")

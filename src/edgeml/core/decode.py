@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from edgeml.config import StreamConfig
 from edgeml.core.values import (
@@ -29,6 +29,7 @@ __all__ = [
     "MAX_ABS_VALUE",
     "MAX_AUTO_FEATURES",
     "Decoder",
+    "Partial",
     "decode_all",
     "output_key",
     "parse",
@@ -44,6 +45,17 @@ _MAX_LABEL = 64
 _KEY_OK = re.compile(r"^[^/+#\x00-\x1f]{1,64}$")
 # A key taken by a regex may hold `/` (zigbee2mqtt's `kitchen/floor_light`).
 _REGEX_KEY_OK = re.compile(r"^[^+#\x00-\x1f]{1,64}$")
+
+
+class Partial(NamedTuple):
+    """What one message gives a stream that joins (`join_window`): some of its fields,
+    each checked already (a number, or a label), waiting to be joined by `core.join`.
+    """
+
+    stream: str
+    key: str
+    ts: float
+    fields: dict[str, float | Label]
 
 
 def output_key(key: str) -> str:
@@ -105,11 +117,16 @@ class Decoder:
         self._field_regex = _regex(s.field)
         self._field_level = _level(s.field)
         self._value_name = s.target or "value"
+        self.joins = s.join_window_s > 0
+        self._filters = s.topics
+        self._filter = s.topics[0] if len(s.topics) == 1 else None
 
     def matches(self, topic: str) -> bool:
-        return topic_matches(self.stream.topic, topic)
+        if self._filter is not None:
+            return topic_matches(self._filter, topic)
+        return any(topic_matches(f, topic) for f in self._filters)
 
-    def decode(self, topic: str, payload: bytes, arrival: float) -> Sample | Reject:
+    def decode(self, topic: str, payload: bytes, arrival: float) -> Sample | Partial | Reject:
         if self.plain:
             return self._plain(topic, payload, arrival)
         value = parse(payload, self.max_payload_bytes)
@@ -117,14 +134,18 @@ class Decoder:
             return Reject(self.name, value.reason, value.detail)
         return self.extract(topic, value, arrival)
 
-    def extract(self, topic: str, value: Any, arrival: float) -> Sample | Reject:
-        """A parsed JSON value -> Sample or Reject (the JSON is parsed once for every stream)."""
+    def extract(self, topic: str, value: Any, arrival: float) -> Sample | Partial | Reject:
+        """A parsed JSON value -> Sample or Reject (the JSON is parsed once for every stream);
+        a Partial for a stream that joins.
+        """
         s = self.stream
         if not isinstance(value, dict):
             return self._bare(topic, value, arrival)
         key = self._key(topic, value)
         if isinstance(key, Reject):
             return key
+        if self.joins:
+            return self._partial(key, value, arrival)
         y: float | None = None
         label: Label | None = None
         if self._numeric_target:
@@ -145,20 +166,46 @@ class Decoder:
                 if isinstance(checked, Reject):
                     return checked
                 label = checked
-        ts = arrival
-        if self._timestamp is not None:
-            raw_ts = get(value, self._timestamp)
-            if raw_ts is not MISSING and raw_ts is not None:
-                parsed = timestamp(raw_ts, self._tz)
-                if parsed is None:
-                    return self._reject(
-                        RejectReason.BAD_TIMESTAMP, f"{s.timestamp}={raw_ts!r}"[:80]
-                    )
-                ts = parsed
+        ts = self._ts(value, arrival)
+        if isinstance(ts, Reject):
+            return ts
         x = self._auto_features(value) if self._features is None else self._listed(value)
         if isinstance(x, Reject):
             return x
         return Sample(s.name, key, ts, x, y, label)
+
+    def _ts(self, value: dict[str, Any], arrival: float) -> float | Reject:
+        if self._timestamp is None:
+            return arrival
+        raw_ts = get(value, self._timestamp)
+        if raw_ts is MISSING or raw_ts is None:
+            return arrival
+        parsed = timestamp(raw_ts, self._tz)
+        if parsed is None:
+            return self._reject(RejectReason.BAD_TIMESTAMP, f"{self._timestamp[0]}={raw_ts!r}"[:80])
+        return parsed
+
+    def _partial(self, key: str, value: dict[str, Any], arrival: float) -> Partial | Reject:
+        """The stream's fields this message holds, each checked; the rest come by the join."""
+        ts = self._ts(value, arrival)
+        if isinstance(ts, Reject):
+            return ts
+        fields: dict[str, float | Label] = {}
+        wanted = [(self._target, self._numeric_target), (self._label, False)]
+        wanted += [(path, True) for path in self._features or ()]
+        for path, numeric in wanted:
+            raw = MISSING if path is None else get(value, path)
+            if raw is MISSING or raw is None or path is None:
+                continue
+            v = number(raw, self._states) if numeric else self._check_label(raw)
+            if isinstance(v, Reject):
+                return v
+            if isinstance(v, RejectReason):
+                return self._reject(v, path[0])
+            fields[path[0]] = v
+        if not fields:
+            return self._reject(RejectReason.MISSING_FEATURE, "none of the stream's fields")
+        return Partial(self.name, key, ts, fields)
 
     def _listed(self, value: dict[str, Any]) -> dict[str, float] | Reject:
         assert self._features is not None
@@ -208,7 +255,7 @@ class Decoder:
             return key
         return Sample(s.name, key, arrival, {}, y)
 
-    def _plain(self, topic: str, payload: bytes, arrival: float) -> Sample | Reject:
+    def _plain(self, topic: str, payload: bytes, arrival: float) -> Sample | Partial | Reject:
         """`payload = "value"`: one value (`21.5`, `ON`, `nan`), its field named by the topic."""
         raw = parse_value(payload, self.max_payload_bytes, self._states)
         if isinstance(raw, tuple):
@@ -295,13 +342,13 @@ def _level(spec: str | None) -> int | None:
 
 def decode_all(
     decoders: Sequence[Decoder], topic: str, payload: bytes, arrival: float, retained: bool
-) -> tuple[bool, list[Sample | Reject]]:
+) -> tuple[bool, list[Sample | Partial | Reject]]:
     """Every stream the topic matches -> its Sample or Reject (the JSON is parsed once);
     False first when no stream's filter matches.
     """
     value: Any = None
     parsed = False
-    results: list[Sample | Reject] = []
+    results: list[Sample | Partial | Reject] = []
     for decoder in decoders:
         if not decoder.matches(topic):
             continue

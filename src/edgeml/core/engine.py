@@ -26,8 +26,10 @@ from edgeml.core.batch import (
     StoredSample,
     VersionRow,
 )
-from edgeml.core.decode import Decoder, decode_all, output_key
+from edgeml.core.decode import output_key
 from edgeml.core.dedup import Redeliveries
+from edgeml.core.intake import Intake
+from edgeml.core.join import failpoint
 from edgeml.core.messages import (
     Outgoing,
     drift_message,
@@ -37,7 +39,6 @@ from edgeml.core.messages import (
 )
 from edgeml.core.models import LiveModels, SeriesKey, pickled, snapshot_row, summary_row
 from edgeml.core.rejects import RejectTally
-from edgeml.core.repeats import Repeats
 from edgeml.learn import Learner, snapshot
 from edgeml.logs import RateLimitedLog
 from edgeml.records import (
@@ -77,7 +78,7 @@ class Engine:
         recent: Mapping[int, int],
     ) -> None:
         self.cfg = cfg
-        self.decoders = [Decoder(s, cfg.mqtt.max_payload_bytes) for s in cfg.stream]
+        self.intake = Intake(cfg)  # decode, join, dedupe
         self.streams = {s.name: s for s in cfg.stream}
         self.models = LiveModels(self.streams, series, cfg.models.max_live)
         self.learners = self.models.learners  # the live ones, least recently used first
@@ -88,7 +89,6 @@ class Engine:
         self.redeliveries = Redeliveries(recent)
         self.batch = Batch()
         self.rejects = RejectTally()
-        self.repeats = Repeats(cfg.stream, cfg.models.max_live)  # dedupe = "identical"
         self.learned = 0
         self.model_errors = 0  # samples on which River raised
         self.duplicates = 0
@@ -120,7 +120,7 @@ class Engine:
         )
         if outcome.request is not None:
             self.requests.append(((stream, key), outcome.request))
-        self.repeats.note(outcome.sample)
+        self.intake.repeats.note(outcome.sample)
         self.dirty.add((stream, key))
         self.unsnapped.add((stream, key))
 
@@ -139,9 +139,7 @@ class Engine:
             self.duplicates += 1
             self.batch.acks.append(d.ack)
             return
-        matched, results = decode_all(self.decoders, d.topic, d.payload, d.arrival, d.retained)
-        if self.repeats.streams:
-            results = self.repeats.mark(results)
+        matched, results, partials = self.intake.results(d)
         missing = [
             (r.stream, r.key)
             for r in results
@@ -150,17 +148,23 @@ class Engine:
         if missing:
             raise NeedsLearner(missing)
         self._note_first()
-        if d.ack is not None:
+        held = self.intake.keep(d, results, partials, fingerprint)
+        if d.ack is not None and not held:
             self.redeliveries.remember(d, fingerprint)
             self.batch.acks.append(d.ack)
+        for token, dedup, released in self.intake.joins.released():
+            self.redeliveries.remember_id(dedup, released)
+            self.batch.acks.append(token)
         for result in results:
             if isinstance(result, Reject):
                 self._reject(result, d.topic)
-            else:
+            elif result is not None:
                 self._learn(result, d, fingerprint, out)
         if not matched:
             self.unmatched += 1
         self._evict_excess()
+        if held:
+            failpoint("join_held")
 
     def _note_first(self) -> None:
         if not self.batch.acks and not self.batch.samples:
@@ -199,7 +203,7 @@ class Engine:
         self.next_seq += 1
         outcome = self._process(learner, sample, seq)
         self.learned += 1
-        self.repeats.note(sample)
+        self.intake.repeats.note(sample)
         sid = self.series[sk]
         b = self.batch
         label = None if sample.label is None else _compact(sample.label)

@@ -32,13 +32,15 @@ class Repeats:
         self.limit = limit
         self._last: collections.OrderedDict[tuple[str, str], _Last] = collections.OrderedDict()
 
-    def mark(self, results: list[Sample | Reject]) -> list[Sample | Reject]:
+    def mark(self, results: list[Sample | Reject | None]) -> list[Sample | Reject | None]:
         """Each sample that repeats its key's last one becomes a `duplicate` reject; nothing
         is remembered here (`note` does that once the sample is learned).
         """
         return [self._check(r) for r in results]
 
-    def _check(self, r: Sample | Reject) -> Sample | Reject:
+    def _check(self, r: Sample | Reject | None) -> Sample | Reject | None:
+        if r is None:
+            return r
         by_time = self.streams.get(r.stream)
         if isinstance(r, Sample) and by_time is not None and self.is_repeat(r, by_time):
             return Reject(r.stream, RejectReason.DUPLICATE, f"{r.key[:40]}: the same reading")

@@ -77,7 +77,7 @@ class Session:
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
-        self.topics = sorted({s.topic for s in cfg.stream})
+        self.topics = sorted({t for s in cfg.stream for t in s.topics})
         self.inbox: collections.deque[Delivery] = collections.deque()
         self._waiter: asyncio.Future[None] | None = None
         self.subscribed = asyncio.Event()
@@ -260,7 +260,7 @@ class Session:
         """
         if self.cfg.mqtt.protocol != "5":
             return [(t, 1) for t in self.topics]
-        learn = {s.topic for s in self.cfg.stream if s.retained == "learn"}
+        learn = {t for s in self.cfg.stream if s.retained == "learn" for t in s.topics}
         return [
             (t, SubscribeOptions(qos=1, retainHandling=1 if t in learn else 0)) for t in self.topics
         ]
