@@ -69,8 +69,9 @@ async def test_esphome_pair_is_one_sample_and_three_reconnects_learn_nothing_aga
                 connects = daemon.transport.connects
                 broker.restart()
                 await wait_for(
-                    lambda c=connects: daemon.transport.connects == c + 1
-                    and daemon.transport.state == "connected"
+                    lambda c=connects: (
+                        daemon.transport.connects == c + 1 and daemon.transport.state == "connected"
+                    )
                 )
         assert await settle(cfg, 12) == 12
         await asyncio.sleep(1.0)  # anything learned again would be stored by now
