@@ -107,6 +107,11 @@ async def test_each_recipe_makes_the_samples_its_page_promises(
     assert times["shelly_power"] == 1768467601.5
     doc = read_status(cfg.db_path)["daemon"]
     assert doc["rejected_by_reason"] == {"missing_value": 2, "duplicate": 1, "bad_key": 1}
+    # A key with `/` is one file name too.
+    out = tmp_path / "bundles"
+    args = ["models", "export", "--all", "-o", str(out), "-c", str(cfg.source)]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    assert (out / "zigbee_climate__kitchen__floor_light__v1.edgeml").is_file()
 
 
 def decode(config: Path, topic: str, payload: bytes, *extra: str) -> tuple[int, Any]:
@@ -126,8 +131,12 @@ def test_edgeml_decode_prints_what_each_recipe_makes(broker: Broker, tmp_path: P
     assert decode(config, "tele/plug/SENSOR", json.dumps(TASMOTA).encode()) == (0, [
         {"stream": "tasmota_power", "result": "sample", "key": "plug",
          "ts": utc(2026, 1, 15, 9), "time": "2026-01-15T09:00:00.000Z",
-         "x": {"ENERGY.Power[0]": 52.0, "ENERGY.Voltage": 230.0}, "y": 5.0, "label": None},
+         "x": {"ENERGY.Power[0]": 52.0, "ENERGY.Voltage": 230.0}, "y": 5.0, "label": None,
+         "note": "Time '2026-01-15T10:00:00' has no UTC offset: read as Europe/Berlin time"
+                 " (stream.timestamp_tz)"},
     ])  # fmt: skip
+    shelly_row = decode(config, SHELLY, shelly(1768467601.5, apower=52.1))[1][0]
+    assert "note" not in shelly_row and shelly_row["ts"] == 1768467601.5  # epoch: no zone
     code, rows = decode(config, ESPHOME_H, b"45.5")
     assert (code, without_arrival(rows)) == (0, [
         {"stream": "esphome_climate", "result": "join", "key": "living-room",

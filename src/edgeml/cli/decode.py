@@ -14,7 +14,9 @@ from typing import Annotated, Any
 import typer
 
 from edgeml.cli.common import ConfigOpt, load_or_exit
+from edgeml.config import Config
 from edgeml.core.decode import Decoder, Partial, decode_all
+from edgeml.core.values import compile_path, get
 from edgeml.records import Reject, Sample
 
 __all__ = ["decode", "describe"]
@@ -37,12 +39,18 @@ def decode(
     decoders = [Decoder(s, cfg.mqtt.max_payload_bytes) for s in cfg.stream]
     _, results = decode_all(decoders, topic, payload.encode(), time.time(), retained)
     rows = [describe(r) for r in results]
+    for row in rows:
+        note = _naive_time(cfg, row, payload)
+        if note:
+            row["note"] = note
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
     elif not rows:
         typer.echo(f"no stream's topic filter matches {topic!r}")
     for row in [] if as_json else rows:
         typer.echo(_line(row))
+        if "note" in row:
+            typer.echo(f"  note: {row['note']}")
     if not any(row["result"] != "reject" for row in rows):
         raise typer.Exit(1)
 
@@ -57,6 +65,26 @@ def describe(r: Sample | Partial | Reject) -> dict[str, Any]:
     if isinstance(r, Partial):
         return {**row, "result": "join", "fields": r.fields}
     return {**row, "x": r.x, "y": r.y, "label": r.label}
+
+
+def _naive_time(cfg: Config, row: dict[str, Any], payload: str) -> str | None:
+    """A timestamp without a UTC offset is read in `timestamp_tz`: say so, it is easy to miss
+    (Tasmota's `Time` is local time).
+    """
+    stream = next(s for s in cfg.stream if s.name == row["stream"])
+    if row["result"] == "reject" or stream.timestamp is None:
+        return None
+    try:
+        raw = get(json.loads(payload), compile_path(stream.timestamp))
+        naive = isinstance(raw, str) and datetime.fromisoformat(raw).tzinfo is None
+    except (ValueError, TypeError, RecursionError):
+        return None
+    if not naive:
+        return None
+    return (
+        f"{stream.timestamp} {raw!r} has no UTC offset: read as {stream.timestamp_tz} time"
+        " (stream.timestamp_tz)"
+    )
 
 
 def _line(row: dict[str, Any]) -> str:

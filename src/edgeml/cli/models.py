@@ -93,7 +93,8 @@ def export(
         if all_:
             champions = [r for r in list_versions(cfg.db_path) if r["champion"]]
             for r in champions:
-                path = out / f"{r['stream']}__{r['key']}__v{r['version']}.edgeml"
+                key = r["key"].replace("/", "__")  # a regex key may hold `/`
+                path = out / f"{r['stream']}__{key}__v{r['version']}.edgeml"
                 export_bundle(cfg, r["stream"], r["key"], None, path)
                 typer.echo(f"{r['stream']}/{r['key']} v{r['version']} -> {path}")
             typer.echo(f"{len(champions)} models exported to {out}")
