@@ -150,7 +150,8 @@ class Decoder:
         label: Label | None = None
         if self._numeric_target:
             assert self._target is not None  # the config requires it for these tasks
-            target = get(value, self._target)
+            whole = self._target[0]
+            target = value[whole] if whole in value else get(value, self._target)
             if target is MISSING or target is None:
                 return self._reject(RejectReason.MISSING_TARGET, self._target[0])
             y_or_why = number(target, self._states)
@@ -166,12 +167,24 @@ class Decoder:
                 if isinstance(checked, Reject):
                     return checked
                 label = checked
-        ts = self._ts(value, arrival)
+        ts = arrival if self._timestamp is None else self._ts(value, arrival)
         if isinstance(ts, Reject):
             return ts
-        x = self._auto_features(value) if self._features is None else self._listed(value)
-        if isinstance(x, Reject):
-            return x
+        if self._features is None:
+            auto = self._auto_features(value)
+            if isinstance(auto, Reject):
+                return auto
+            return Sample(s.name, key, ts, auto, y, label)
+        x: dict[str, float] = {}
+        for path in self._features:  # inline: this runs for every reading of every stream
+            whole = path[0]
+            raw = value[whole] if whole in value else get(value, path)
+            if raw is MISSING or raw is None:
+                return self._reject(RejectReason.MISSING_FEATURE, whole)
+            v = number(raw, self._states)
+            if isinstance(v, RejectReason):
+                return self._reject(v, whole)
+            x[whole] = v
         return Sample(s.name, key, ts, x, y, label)
 
     def _ts(self, value: dict[str, Any], arrival: float) -> float | Reject:
@@ -206,19 +219,6 @@ class Decoder:
         if not fields:
             return self._reject(RejectReason.MISSING_FEATURE, "none of the stream's fields")
         return Partial(self.name, key, ts, fields)
-
-    def _listed(self, value: dict[str, Any]) -> dict[str, float] | Reject:
-        assert self._features is not None
-        x: dict[str, float] = {}
-        for path in self._features:
-            raw = get(value, path)
-            if raw is MISSING or raw is None:
-                return self._reject(RejectReason.MISSING_FEATURE, path[0])
-            v = number(raw, self._states)
-            if isinstance(v, RejectReason):
-                return self._reject(v, path[0])
-            x[path[0]] = v
-        return x
 
     def _check_label(self, raw: Any) -> Label | Reject:
         """true/false, an integer or a short string; binary (0/1 is bool) where it must be."""

@@ -148,13 +148,14 @@ class Engine:
         if missing:
             raise NeedsLearner(missing)
         self._note_first()
-        held = self.intake.keep(d, results, partials, fingerprint)
+        held = bool(partials) and self.intake.keep(d, results, partials, fingerprint)
         if d.ack is not None and not held:
             self.redeliveries.remember(d, fingerprint)
             self.batch.acks.append(d.ack)
-        for token, dedup, released in self.intake.joins.released():
-            self.redeliveries.remember_id(dedup, released)
-            self.batch.acks.append(token)
+        if partials:  # acks a join no longer holds
+            for token, dedup, released in self.intake.joins.released():
+                self.redeliveries.remember_id(dedup, released)
+                self.batch.acks.append(token)
         for result in results:
             if isinstance(result, Reject):
                 self._reject(result, d.topic)
@@ -203,7 +204,8 @@ class Engine:
         self.next_seq += 1
         outcome = self._process(learner, sample, seq)
         self.learned += 1
-        self.intake.repeats.note(sample)
+        if self.intake.repeats.streams:
+            self.intake.repeats.note(sample)
         sid = self.series[sk]
         b = self.batch
         label = None if sample.label is None else _compact(sample.label)

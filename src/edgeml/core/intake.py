@@ -30,12 +30,12 @@ class Intake:
         self.joins = Joins(cfg.stream, cfg.models.max_live, window // 2)
         self.repeats = Repeats(cfg.stream, cfg.models.max_live)
 
-    def results(self, d: Delivery) -> tuple[bool, list[Result], list[Partial]]:
+    def results(self, d: Delivery) -> tuple[bool, list[Result], Sequence[Partial]]:
         """(whether a stream's filter matched, each matching stream's result, the join
         fields the delivery brings). Changes nothing.
         """
         matched, decoded = decode_all(self.decoders, d.topic, d.payload, d.arrival, d.retained)
-        partials: list[Partial] = []
+        partials: Sequence[Partial] = ()
         results: list[Result]
         if self.joins.specs:
             partials = [r for r in decoded if isinstance(r, Partial)]
@@ -52,7 +52,5 @@ class Intake:
         """Keep the delivery's join fields; True if its ack is held for them (it made no
         sample in any stream, so only the broker's copy keeps its fields through a crash).
         """
-        if not partials:
-            return False
         made = any(isinstance(r, Sample) for r in results)
         return self.joins.keep(partials, d.arrival, None if made else d.ack, d.dedup, fp)
