@@ -484,3 +484,11 @@ def test_a_value_map_gives_numbers_or_is_refused(states: dict[str, float], text:
     except ValueError:  # pydantic's ValidationError: non-finite, duplicate, missing-value text
         return
     _check(d.decode("t", text.encode(), ARRIVAL), d)
+
+
+def test_the_commented_example_config_shows_the_defaults_of_the_new_keys() -> None:
+    example = load(Path(__file__).resolve().parents[2] / "config.toml").stream[0]
+    default = StreamConfig(name="x", topic="a/+", target="y")
+    keys = ("timestamp_tz", "payload", "field", "value_map", "value_map_defaults", "retained",
+            "dedupe", "join_window", "join_on")  # fmt: skip
+    assert {k: getattr(example, k) for k in keys} == {k: getattr(default, k) for k in keys}
