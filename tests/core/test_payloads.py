@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from edgeml.config import StreamConfig, load
 from edgeml.core import decode
-from edgeml.core.decode import Decoder, decode_all, output_key
+from edgeml.core.decode import Decoder, Partial, decode_all, output_key
 from edgeml.core.messages import prediction_topic
 from edgeml.core.repeats import Repeats
 from edgeml.errors import ConfigError
@@ -125,6 +125,19 @@ def test_plain_value_as_a_class_label() -> None:
     assert ok(b"heating", **kw).label == "heating"
     assert ok(b"3", **kw).label == 3
     assert why(b"x" * 65, **kw) is RejectReason.BAD_LABEL
+    assert ok(b"ON", **kw).label == 1  # a text state is its number; an integral one an int
+    assert ok(b"2.0", **kw).label == 2
+    assert why(b"2.5", **kw) is RejectReason.BAD_LABEL
+
+
+def test_plain_value_as_an_anomaly_flag_joined_to_a_feature() -> None:
+    s = stream(task="anomaly", target=None, label="alarm", payload="value", field="topic:1",
+               features=("vibration",), join_window="5s", join_on="any")  # fmt: skip
+    d = Decoder(s)
+    assert d.decode("pump/alarm", b"ON", 0.0) == Partial("s", "default", 0.0, {"alarm": True})
+    assert d.decode("pump/alarm", b"off", 0.0) == Partial("s", "default", 0.0, {"alarm": False})
+    out = d.decode("pump/alarm", b"3", 0.0)
+    assert isinstance(out, Reject) and out.reason is RejectReason.BAD_LABEL
 
 
 def test_plain_value_anomaly_stream_names_its_field() -> None:

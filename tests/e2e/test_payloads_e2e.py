@@ -121,3 +121,30 @@ async def test_a_kill_in_the_middle_of_a_join_loses_nothing_and_learns_nothing_t
     # Pair 3 was joined from the broker's copies: one sample per pair, none twice.
     assert samples(cfg) == expected(range(6))
     assert db_rows(cfg, "SELECT count(DISTINCT seq) FROM predictions")[0][0] == 6
+
+
+RETAINED_LEARN = """
+[[stream]]
+name = "room"
+topic = "home/+/climate"
+key = "topic:1"
+target = "t"
+retained = "learn"
+"""
+
+
+async def test_retained_learn_takes_a_state_once_and_a_resumed_session_not_again(
+    broker: Broker, tmp_path: Path
+) -> None:
+    cfg = load_config(write_config(tmp_path, broker, RETAINED_LEARN))
+    async with aiomqtt.Client(broker.host, broker.port) as pub:
+        await pub.publish("home/attic/climate", b'{"t": 12.5}', qos=1, retain=True)
+    async with running(cfg):  # a new subscription: the broker sends the retained state
+        assert await settle(cfg, 1) == 1
+    # MQTT 5 retain handling 1: the resumed session's subscription is not new, so the
+    # broker does not send the state again (a restart of the broker resumes it too).
+    broker.restart()
+    async with running(cfg) as daemon:
+        await asyncio.sleep(1.5)
+        assert daemon.transport.received == 0
+    assert samples(cfg) == [("attic", 12.5, {})]

@@ -263,6 +263,10 @@ class Decoder:
         name = self._field(topic)
         if isinstance(name, Reject):
             return name
+        # A class label or anomaly flag: `ON` (1.0) and `1.0` are the integer 1.
+        label = self._label is not None and name == self._label[0]
+        if label and isinstance(raw, float) and raw.is_integer() and abs(raw) <= MAX_ABS_VALUE:
+            raw = int(raw)
         return self.extract(topic, {name: raw}, arrival)
 
     def _field(self, topic: str) -> str | Reject:
