@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import structlog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -192,13 +193,18 @@ target = "power"
     out: list[Outgoing] = []
     topic = "shellies/plug/relay/0/power"
     bodies = [b"52.5", b"52.5", b"unavailable", b"53", b"53"]
-    for mid, body in enumerate(bodies, 1):
-        engine.handle(Delivery(topic, body, float(mid), (mid, 1, 0), mid), out)
-    engine.handle(Delivery(topic, b"60", 9.0, (9, 1, 0), 9, retained=True), out)
+    with structlog.testing.capture_logs() as logs:
+        for mid, body in enumerate(bodies, 1):
+            engine.handle(Delivery(topic, body, float(mid), (mid, 1, 0), mid), out)
+        engine.handle(Delivery(topic, b"60", 9.0, (9, 1, 0), 9, retained=True), out)
+        engine.handle(Delivery(topic, b"hot", 10.0, (10, 1, 0), 10), out)
+    # Expected reasons are counted, not logged; garbage still is.
+    assert [e["reason"] for e in logs if e["event"] == "payload_rejected"] == ["non_numeric"]
     batch = engine.take_batch()
     assert [r.y for r in batch.samples] == [52.5, 53.0]
-    assert len(batch.acks) == 6
-    assert engine.rejects.total == {"duplicate": 2, "missing_value": 1, "retained": 1}
+    assert len(batch.acks) == 7
+    assert engine.rejects.total == {"duplicate": 2, "missing_value": 1, "retained": 1,
+                                    "non_numeric": 1}  # fmt: skip
 
 
 # --- hostile sequences ---------------------------------------------------------------------
