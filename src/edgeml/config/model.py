@@ -231,7 +231,7 @@ class StreamConfig(_Frozen):
     retrain: RetrainConfig = RetrainConfig()
     anomaly: AnomalyConfig = AnomalyConfig()
     forecast: ForecastConfig = ForecastConfig()
-    # What a message is (docs/configuration.md#payloads): a JSON object, or one value whose
+    # What a message is (docs/configuration.md#what-a-message-is): JSON, or one value whose
     # field is named by the topic.
     payload: Literal["json", "value"] = "json"
     field: str | None = None

@@ -6,6 +6,7 @@ import json
 from dataclasses import asdict
 from typing import Any, NamedTuple
 
+from edgeml.core.decode import output_key
 from edgeml.records import DriftEvent, Outcome
 
 __all__ = ["Outgoing", "drift_message", "event_message", "prediction_message", "prediction_topic"]
@@ -25,10 +26,8 @@ _compact = json.JSONEncoder(separators=(",", ":")).encode
 
 def prediction_topic(prefix: str, stream: str, key: str) -> str:
     # Built per reading rather than cached: a cache would grow with every device ever seen.
-    # A key taken by a regex may hold `/`: it is written `__` (core.decode.output_key).
-    if "/" in key:
-        key = key.replace("/", "__")
-    return f"{prefix}/{stream}/{key}/prediction"
+    # A key taken by a regex may hold `/`: it is written `__`.
+    return f"{prefix}/{stream}/{output_key(key)}/prediction"
 
 
 def prediction_message(outcome: Outcome) -> bytes:
