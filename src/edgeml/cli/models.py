@@ -121,7 +121,8 @@ def _export_all(cfg: Config, out: Path) -> None:
     champions = [r for r in list_versions(cfg.db_path) if r["champion"]]
     missed = []
     for r in champions:
-        path = out / f"{r['stream']}__{r['key']}__v{r['version']}.edgeml"
+        key = r["key"].replace("/", "__")  # a regex key may hold `/`
+        path = out / f"{r['stream']}__{key}__v{r['version']}.edgeml"
         try:
             export_bundle(cfg, r["stream"], r["key"], None, path)
         except EdgemlError as exc:

@@ -19,6 +19,14 @@ from pydantic import (
 from edgeml.config.alert import AlertConfig
 from edgeml.config.base import Frozen as _Frozen
 from edgeml.config.base import parse_duration
+from edgeml.config.payloads import (
+    check_field,
+    check_filters,
+    check_key,
+    check_payload_rules,
+    check_timezone,
+    check_value_map,
+)
 from edgeml.errors import ConfigError
 
 __all__ = [
@@ -42,19 +50,6 @@ __all__ = [
 
 # A name that can be one MQTT topic level and one file-name-safe identifier.
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-
-
-def _check_filter(topic: str) -> str:
-    """Validate an MQTT topic filter (wildcards allowed) by the rules of MQTT 3.1.1 §4.7."""
-    if not topic or len(topic.encode()) > 65535 or "\0" in topic:
-        raise ValueError(f"{topic!r} is not a valid MQTT topic filter")
-    levels = topic.split("/")
-    for i, level in enumerate(levels):
-        if "#" in level and (level != "#" or i != len(levels) - 1):
-            raise ValueError(f"{topic!r}: '#' must be a whole level and the last one")
-        if "+" in level and level != "+":
-            raise ValueError(f"{topic!r}: '+' must be a whole level")
-    return topic
 
 
 class NodeConfig(_Frozen):
@@ -211,7 +206,7 @@ ParamValue = StrictBool | StrictInt | StrictFloat | str
 
 class StreamConfig(_Frozen):
     name: str
-    topic: str
+    topic: str | tuple[str, ...]  # a filter, or a list of them (`topics`)
     key: str | None = None
     task: Task = "regression"
     target: str | None = None
@@ -231,6 +226,17 @@ class StreamConfig(_Frozen):
     anomaly: AnomalyConfig = AnomalyConfig()
     alert: AlertConfig = AlertConfig()
     forecast: ForecastConfig = ForecastConfig()
+    # What a message is (docs/configuration.md#what-a-message-is): JSON, or one value whose
+    # field is named by the topic.
+    payload: Literal["json", "value"] = "json"
+    field: str | None = None
+    value_map: dict[str, StrictInt | StrictFloat] = Field(default_factory=dict)
+    value_map_defaults: StrictBool = True
+    timestamp_tz: str = "UTC"
+    retained: Literal["skip", "learn"] = "skip"
+    dedupe: Literal["off", "identical"] | None = None  # None: by `payload`, set below
+    join_window: str = "0s"
+    join_on: Literal["target", "any"] = "target"
 
     @field_validator("silent_after")
     @classmethod
@@ -246,22 +252,18 @@ class StreamConfig(_Frozen):
             raise ValueError(f"{v!r} must be 1-64 letters, digits, '_', '.' or '-'")
         return v
 
-    @field_validator("topic")
-    @classmethod
-    def _topic(cls, v: str) -> str:
-        return _check_filter(v)
+    _topic = field_validator("topic")(staticmethod(check_filters))
+    _key = field_validator("key")(staticmethod(check_key))
+    _field = field_validator("field")(staticmethod(check_field))
+    _value_map = field_validator("value_map")(staticmethod(check_value_map))
+    _timestamp_tz = field_validator("timestamp_tz")(staticmethod(check_timezone))
 
-    @field_validator("key")
+    @field_validator("join_window")
     @classmethod
-    def _key(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        kind, _, arg = v.partition(":")
-        if kind == "topic" and arg.isdigit():
-            return v
-        if kind == "field" and arg:
-            return v
-        raise ValueError(f"{v!r} must be 'topic:N' (topic level N, from 0) or 'field:NAME'")
+    def _join_window(cls, v: str) -> str:
+        if not 0 <= parse_duration(v) <= 3600:
+            raise ValueError("must be from '0s' (no join) to '1h'")
+        return v
 
     @model_validator(mode="after")
     def _cross(self) -> StreamConfig:
@@ -292,13 +294,9 @@ class StreamConfig(_Frozen):
                 raise ValueError(f"target {self.target!r} is also listed in features")
             if len(set(self.features)) != len(self.features):
                 raise ValueError("features lists a field twice")
-        if self.key and self.key.startswith("topic:"):
-            level = int(self.key[6:])
-            levels = self.topic.split("/")
-            if level >= len(levels) and "#" not in levels:
-                raise ValueError(
-                    f"key {self.key!r}: topic {self.topic!r} has only {len(levels)} levels"
-                )
+        check_payload_rules(self)
+        if self.dedupe is None:
+            object.__setattr__(self, "dedupe", "identical" if self.payload == "value" else "off")
         return self
 
     @property
@@ -306,6 +304,14 @@ class StreamConfig(_Frozen):
         """Fields that are never features: target, label, key and timestamp."""
         fields = (self.target, self.label, self.key_field, self.timestamp)
         return tuple(f for f in fields if f)
+
+    @property
+    def topics(self) -> tuple[str, ...]:
+        return (self.topic,) if isinstance(self.topic, str) else self.topic
+
+    @property
+    def join_window_s(self) -> float:
+        return parse_duration(self.join_window)
 
     @property
     def key_field(self) -> str | None:

@@ -27,8 +27,9 @@ from edgeml.core.batch import (
     StoredSample,
     VersionRow,
 )
-from edgeml.core.decode import Decoder, parse
 from edgeml.core.dedup import Redeliveries
+from edgeml.core.intake import Intake
+from edgeml.core.join import failpoint
 from edgeml.core.messages import Outgoing
 from edgeml.core.models import (
     LiveModels,
@@ -63,7 +64,7 @@ class Engine:
         recent: Mapping[int, int],
     ) -> None:
         self.cfg = cfg
-        self.decoders = [Decoder(s, cfg.mqtt.max_payload_bytes) for s in cfg.stream]
+        self.intake = Intake(cfg)  # decode, join, dedupe
         self.streams = {s.name: s for s in cfg.stream}
         self.models = LiveModels(self.streams, series, cfg.models.max_live)
         self.learners = self.models.learners  # the live ones, least recently used first
@@ -106,6 +107,7 @@ class Engine:
         )
         if outcome.request is not None:
             self.requests.append(((stream, key), outcome.request))
+        self.intake.repeats.note(outcome.sample)
         self.dirty.add((stream, key))
         self.unsnapped.add((stream, key))
 
@@ -124,19 +126,7 @@ class Engine:
             self.duplicates += 1
             self.batch.acks.append(d.ack)
             return
-        value: Any = None
-        matched = False
-        results: list[Sample | Reject] = []
-        for decoder in self.decoders:
-            if not decoder.matches(d.topic):
-                continue
-            if not matched:
-                matched = True
-                value = parse(d.payload, decoder.max_payload_bytes)
-            if isinstance(value, Reject):
-                results.append(Reject(decoder.name, value.reason, value.detail))
-            else:
-                results.append(decoder.extract(d.topic, value, d.arrival))
+        matched, results, partials = self.intake.results(d)
         missing = [
             (r.stream, r.key)
             for r in results
@@ -145,17 +135,24 @@ class Engine:
         if missing:
             raise NeedsLearner(missing)
         self._note_first()
-        if d.ack is not None:
+        held = bool(partials) and self.intake.keep(d, results, partials, fingerprint)
+        if d.ack is not None and not held:
             self.redeliveries.remember(d, fingerprint)
             self.batch.acks.append(d.ack)
+        if partials:  # acks a join no longer holds
+            for token, dedup, released in self.intake.joins.released():
+                self.redeliveries.remember_id(dedup, released)
+                self.batch.acks.append(token)
         for result in results:
             if isinstance(result, Reject):
-                self._reject(result, d.topic)
-            else:
+                self.rejects.note(result, d.topic, self._warn)
+            elif result is not None:
                 self._learn(result, d, fingerprint, out)
         if not matched:
             self.unmatched += 1
         self._evict_excess()
+        if held:
+            failpoint("join_held")
 
     def _note_first(self) -> None:
         if not self.batch.acks and not self.batch.samples:
@@ -172,17 +169,6 @@ class Engine:
             self.batch.summary.append(summary_row(self.series[sk], lr, time.time()))
             self.models.park(sk, snap, self._batch_number + 1)  # the number this batch gets
 
-    def _reject(self, r: Reject, topic: str) -> None:
-        self.rejects.note(r, topic)
-        self._warn.warning(
-            "payload_rejected",
-            f"{r.stream}:{r.reason}",
-            stream=r.stream,
-            topic=topic,
-            reason=r.reason.value,
-            detail=r.detail,
-        )
-
     def _learn(
         self, sample: Sample, d: Delivery, fingerprint: int | None, out: list[Outgoing]
     ) -> None:
@@ -196,6 +182,8 @@ class Engine:
         self.next_seq += 1
         outcome = self._process(learner, sample, seq)
         self.learned += 1
+        if self.intake.repeats.streams:
+            self.intake.repeats.note(sample)
         sid = self.series[sk]
         b = self.batch
         label = None if sample.label is None else _compact(sample.label)

@@ -6,6 +6,7 @@ import json
 from dataclasses import asdict
 from typing import Any, NamedTuple
 
+from edgeml.core.decode import output_key
 from edgeml.records import DriftEvent, Episode, Outcome
 
 __all__ = [
@@ -42,7 +43,8 @@ def _r6(value: float | None) -> float | None:
 
 def prediction_topic(prefix: str, stream: str, key: str) -> str:
     # Built per reading rather than cached: a cache would grow with every device ever seen.
-    return f"{prefix}/{stream}/{key}/prediction"
+    # A key taken by a regex may hold `/`: it is written `__`.
+    return f"{prefix}/{stream}/{output_key(key)}/prediction"
 
 
 def prediction_message(outcome: Outcome) -> bytes:
@@ -107,7 +109,7 @@ def episode_messages(prefix: str, ep: Episode, fields: dict[str, Any]) -> list[O
     ends, the retained `.../anomaly/state` ON or OFF (what Home Assistant's binary sensor
     shows after a restart).
     """
-    topic = f"{prefix}/{fields['stream']}/{fields['key']}/anomaly"
+    topic = f"{prefix}/{fields['stream']}/{output_key(fields['key'])}/anomaly"
     out = [Outgoing(topic, event_message("anomaly", fields), 1)]
     if ep.type != "update":
         state = b"ON" if ep.type == "new" else b"OFF"

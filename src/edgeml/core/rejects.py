@@ -7,7 +7,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgeml.records import Reject
+from edgeml.logs import RateLimitedLog
+from edgeml.records import QUIET_REASONS, Reject
 
 __all__ = ["REJECT_EVENT_EVERY_S", "RejectTally"]
 
@@ -30,13 +31,17 @@ class RejectTally:
         self.total: collections.Counter[str] = collections.Counter()  # by reason, since start
         self._bursts: dict[str, _Burst] = {}
 
-    def note(self, r: Reject, topic: str) -> None:
+    def note(self, r: Reject, topic: str, warn: RateLimitedLog) -> None:
+        """Count a reject; log it (rate-limited) unless it is expected on a healthy broker."""
         self.total[r.reason.value] += 1
         burst = self._bursts.get(r.stream)
         if burst is None:
             burst = self._bursts[r.stream] = _Burst(time.time())
         burst.reasons[r.reason.value] += 1
         burst.topic, burst.detail = topic, r.detail
+        if r.reason not in QUIET_REASONS:
+            warn.warning("payload_rejected", f"{r.stream}:{r.reason}", stream=r.stream,
+                         topic=topic, reason=r.reason.value, detail=r.detail)  # fmt: skip
 
     def due(self, final: bool = False) -> list[dict[str, Any]]:
         """The fields of a `reject` event per stream whose first unreported reject is a

@@ -8,7 +8,6 @@ import os
 import signal
 import time
 from collections.abc import Awaitable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import structlog
@@ -23,6 +22,7 @@ from edgeml.daemon.commands import apply_commands
 from edgeml.daemon.disk import DiskGuard
 from edgeml.daemon.recovery import Recovery
 from edgeml.daemon.sdnotify import Notifier
+from edgeml.daemon.timers import Every, bytes_written
 from edgeml.errors import ConfigError
 from edgeml.records import Delivery
 from edgeml.store.writer import Store
@@ -50,36 +50,6 @@ _DRY_BATCH = 32
 IDLE_BEAT_S = 60.0
 
 
-def _bytes_written() -> int | None:
-    """Bytes this process caused to be written to storage (Linux), for the SD-card budget."""
-    try:
-        for line in Path("/proc/self/io").read_text().splitlines():
-            if line.startswith("write_bytes:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-class _Every:
-    """A housekeeping job that is due every `seconds` (monotonic clock)."""
-
-    def __init__(self, seconds: float, at_once: bool = False) -> None:
-        self.seconds = seconds
-        self.last = time.monotonic() - (seconds if at_once else 0.0)
-
-    @property
-    def next(self) -> float:
-        return self.last + self.seconds
-
-    def due(self, now: float) -> bool:
-        """True (and the clock restarts) when the job is due."""
-        if now - self.last < self.seconds:
-            return False
-        self.last = now
-        return True
-
-
 class Daemon:
     """Wires the stages together; `run` returns after a clean stop."""
 
@@ -97,12 +67,12 @@ class Daemon:
         # (MQTT's Receive Maximum; 20 for MQTT 3.1.1), or the source would stop and wait.
         self._flush_after = cfg.store.flush_interval_ms / 1000
         self._batch_limit = max(1, min(cfg.store.batch_size, self.transport.max_unacked // 2))
-        self._commands = _Every(_COMMANDS_EVERY)
-        self._summary = _Every(parse_duration(cfg.store.summary_interval), at_once=True)
-        self._snapshots = _Every(parse_duration(cfg.models.snapshot_interval))
+        self._commands = Every(_COMMANDS_EVERY)
+        self._summary = Every(parse_duration(cfg.store.summary_interval), at_once=True)
+        self._snapshots = Every(parse_duration(cfg.models.snapshot_interval))
         self._rate = (time.monotonic(), 0, 0.0)  # (when, learned then, msgs/s)
         self._last_beat: tuple[Any, float] = (None, 0.0)  # (figures, when) of the last written
-        self._bytes_at_start = _bytes_written()
+        self._bytes_at_start = bytes_written()
         self.notifier = Notifier()  # systemd, when it started us
         self.stopping = False
         self._reload_pending = False
@@ -340,7 +310,7 @@ class Daemon:
         if now - then >= 1.0:
             rate = (engine.learned - learned_then) / (now - then)
             self._rate = (now, engine.learned, rate)
-        written = _bytes_written()
+        written = bytes_written()
         at_start = self._bytes_at_start
         return Heartbeat(
             pid=os.getpid(),

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeml.config import Config, StreamConfig, parse_duration
-from edgeml.core.decode import Decoder
+from edgeml.core.decode import Decoder, Partial
 from edgeml.errors import EdgemlError
 from edgeml.records import Reject, Sample
 from edgeml.transport.mqtt import client_for
@@ -106,7 +106,7 @@ def time_column_ignored(stream: StreamConfig, path: Path) -> str | None:
 
 def topic_for(stream: StreamConfig, key: str | None) -> str:
     """A concrete topic the stream's filter matches, with the device key at its level."""
-    levels = stream.topic.split("/")
+    levels = stream.topics[0].split("/")
     out = []
     for i, level in enumerate(levels):
         if level in ("+", "#"):
@@ -168,7 +168,9 @@ async def replay(
     return result
 
 
-async def _pace(sample: Sample, speed: float, started: float, first_ts: float | None) -> None:
+async def _pace(
+    sample: Sample | Partial, speed: float, started: float, first_ts: float | None
+) -> None:
     """Keep the rows' own spacing, `speed` times faster."""
     if first_ts is None:
         return
