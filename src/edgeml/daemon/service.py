@@ -46,8 +46,8 @@ _COMMANDS_EVERY = 1.0
 # flush_interval_ms for company, which is what spares the SD card at low rates.
 _DRY_BATCH = 32
 # With nothing new to say, a heartbeat is still written this often (edgeml status counts a
-# daemon whose heartbeat is older than 2.5 of these as not running).
-IDLE_BEAT_S = 60.0
+# daemon whose heartbeat is older than 2.5 of these as not running): bench/idle.py.
+IDLE_BEAT_S = 120.0
 
 
 class Daemon:

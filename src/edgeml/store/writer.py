@@ -288,13 +288,19 @@ class Store:
         except (sqlite3.Error, OSError) as exc:
             await self._rollback()
             raise _error(self.path, "write failed", exc) from exc
-        if batch.prune_before is not None:
+        if batch.prune_before is not None and await self._free_pages():
             try:
                 await vacuum(self._db)
             except sqlite3.Error as exc:
                 # The batch is committed; the pages retention freed stay in the file (reused
                 # by the next inserts) until a later vacuum gets the WAL space it needs.
                 log.warning("vacuum_failed", db=str(self.path), error=str(exc))
+
+    async def _free_pages(self) -> int:
+        """Pages retention freed (a vacuum with none to hand back would still write)."""
+        async with self._db.execute("PRAGMA freelist_count") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
 
     async def _rollback(self) -> None:
         try:
