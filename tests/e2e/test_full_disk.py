@@ -6,17 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import json
-import os
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from edgeml.store.queries import read_status
 from tests.conftest import (
@@ -29,49 +24,9 @@ from tests.conftest import (
     wait_for,
     write_config,
 )
-from tests.helpers import Listener, abstract_name, listening, publish_paced, telemetry
+from tests.helpers import Listener, abstract_name, fill, listening, publish_paced, telemetry
 
-# .ci/run sets it (CI runs as root): there the test must run, not skip.
-REQUIRED = os.environ.get("EDGEML_REQUIRE_TMPFS") == "1"
 READINGS = 3000
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 12 MiB tmpfs of its own, unmounted afterwards."""
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    mount = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(mnt)],
-        check=False,
-        capture_output=True,
-        text=True,
-    )
-    if mount.returncode != 0:
-        message = f"cannot mount a tmpfs here (needs root): {mount.stderr.strip()[-200:]}"
-        if REQUIRED:
-            pytest.fail(message)
-        pytest.skip(message)
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False, capture_output=True)
-
-
-def fill(directory: Path) -> Path:
-    """Write a file until the file system is full."""
-    filler = directory / "filler"
-    chunk = b"\xa5" * 65536
-    with filler.open("wb", buffering=0) as f:
-        try:
-            while True:
-                f.write(chunk)
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC
-    with filler.open("ab", buffering=0) as f, contextlib.suppress(OSError):
-        while True:  # the last few KiB, a byte at a time
-            f.write(b"\xa5" * 512)
-    return filler
 
 
 def log_events(log: Path) -> list[dict[str, Any]]:
