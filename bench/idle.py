@@ -3,8 +3,9 @@
     .venv/bin/python bench/idle.py [--seconds 180]
 
 Starts a private mosquitto and `edgeml run` (default store settings: a summary every 2 s),
-lets it learn 1,000 readings, waits 5 s for its last figures to be written, then reads
-write_bytes from /proc/<pid>/io over `--seconds` of idleness and scales it to a day.
+lets it learn 1,000 readings, waits `--settle` seconds (its last figures and the first idle
+heartbeat are written), then reads write_bytes from /proc/<pid>/io over `--seconds` of
+idleness and scales it to a day.
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ def publish(port: int, messages: list[tuple[str, bytes]]) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--seconds", type=float, default=180.0, help="idle time measured")
+    p.add_argument("--seconds", type=float, default=360.0, help="idle time measured")
+    p.add_argument("--settle", type=float, default=130.0, help="idle time before measuring")
     args = p.parse_args()
     if mosquitto_missing():
         sys.exit(1)
@@ -60,7 +62,7 @@ def main() -> None:
             time.sleep(3)
             progress("learning 1,000 readings")
             publish(broker.port, make_messages(1000, 10, 1, "idle"))
-            time.sleep(5)
+            time.sleep(args.settle)
             before = io_counters(proc.pid).get("write_bytes", 0)
             progress(f"idle for {args.seconds:g} s")
             time.sleep(args.seconds)
@@ -71,7 +73,7 @@ def main() -> None:
                 proc.wait(30)
             broker.stop()
     per_day = written / args.seconds * 86400
-    print(f"$ python bench/idle.py --seconds {args.seconds:g}")
+    print(f"$ python bench/idle.py --seconds {args.seconds:g} --settle {args.settle:g}")
     print(f"edgeml: {edgeml_source()}; {versions()}")
     print()
     print("| idle seconds | bytes written | per day |")
