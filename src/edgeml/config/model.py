@@ -19,6 +19,7 @@ from pydantic import (
 from edgeml.config.alert import AlertConfig
 from edgeml.config.base import Frozen as _Frozen
 from edgeml.config.base import parse_duration
+from edgeml.config.homeassistant import HomeAssistantConfig, StreamHomeAssistant
 from edgeml.errors import ConfigError
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "Config",
     "DriftConfig",
     "ForecastConfig",
+    "HomeAssistantConfig",
     "LogConfig",
     "ModelsConfig",
     "MqttConfig",
@@ -36,6 +38,7 @@ __all__ = [
     "RetrainConfig",
     "StoreConfig",
     "StreamConfig",
+    "StreamHomeAssistant",
     "TlsConfig",
     "parse_duration",
 ]
@@ -225,6 +228,7 @@ class StreamConfig(_Frozen):
     anomaly: AnomalyConfig = AnomalyConfig()
     alert: AlertConfig = AlertConfig()
     forecast: ForecastConfig = ForecastConfig()
+    homeassistant: StreamHomeAssistant = StreamHomeAssistant()
 
     @field_validator("name")
     @classmethod
@@ -341,6 +345,7 @@ class Config(_Frozen):
     store: StoreConfig = StoreConfig()
     models: ModelsConfig = ModelsConfig()
     log: LogConfig = LogConfig()
+    homeassistant: HomeAssistantConfig = HomeAssistantConfig()
     stream: tuple[StreamConfig, ...]
     source: Path = Path("config.toml")
 

@@ -28,6 +28,7 @@ from edgeml.core.batch import (
 )
 from edgeml.core.decode import Decoder, parse
 from edgeml.core.dedup import Redeliveries
+from edgeml.core.homeassistant_state import StateTopics
 from edgeml.core.messages import (
     Outgoing,
     drift_message,
@@ -90,6 +91,8 @@ class Engine:
         self.requests: list[tuple[SeriesKey, Request]] = []
         self._topic_prefix = f"{cfg.mqtt.topic_prefix}/{cfg.node.id}"
         self._warn = RateLimitedLog(log)
+        # Home Assistant's rate-limited state topics and per-key event topics (when enabled).
+        self.ha = StateTopics(cfg) if cfg.homeassistant.enabled else None
 
     # -- start-up -------------------------------------------------------------------
 
@@ -226,12 +229,17 @@ class Engine:
             self.batch.events.append(
                 EventRow(ev["ts"], "drift", ev["stream"], ev["key"], ev["seq"], json.dumps(ev))
             )
-            out.append(Outgoing(self.cfg.events_topic, drift_message(outcome.drift), 1))
+            payload = drift_message(outcome.drift)
+            out.append(Outgoing(self.cfg.events_topic, payload, 1))
+            if self.ha is not None:
+                out.append(self.ha.event(sample.stream, sample.key, payload))
             log.info("drift_detected", model_version=outcome.model_version, **ev)
         for event in outcome.events:
             self._model_event(learner, event, out)
         if outcome.request is not None:
             self.requests.append((sk, outcome.request))
+        if self.ha is not None:
+            self.ha.observe(sk, outcome, learner, time.monotonic(), out)
 
     def _process(self, learner: Learner, sample: Sample, seq: int) -> Outcome:
         """Test-then-train one sample. An error River raises on it costs that reading its
@@ -296,7 +304,10 @@ class Engine:
             EventRow(fields["ts"], kind, fields["stream"], fields["key"], fields["seq"],
                      json.dumps(fields))
         )  # fmt: skip
-        out.append(Outgoing(topic or self.cfg.events_topic, event_message(kind, fields), 1))
+        payload = event_message(kind, fields)
+        out.append(Outgoing(topic or self.cfg.events_topic, payload, 1))
+        if self.ha is not None and fields["key"] is not None:
+            out.append(self.ha.event(fields["stream"], fields["key"], payload))
 
     def _learner(self, stream: str, key: str) -> Learner:
         learner, sid = self.models.get(stream, key)

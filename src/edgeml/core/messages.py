@@ -8,7 +8,14 @@ from typing import Any, NamedTuple
 
 from edgeml.records import DriftEvent, Outcome
 
-__all__ = ["Outgoing", "drift_message", "event_message", "prediction_message", "prediction_topic"]
+__all__ = [
+    "EVENT_TYPES",
+    "Outgoing",
+    "drift_message",
+    "event_message",
+    "prediction_message",
+    "prediction_topic",
+]
 
 
 class Outgoing(NamedTuple):
@@ -58,8 +65,23 @@ def prediction_message(outcome: Outcome) -> bytes:
     return _compact(doc).encode()
 
 
+# An event's `event_type`: its kind as `edgeml events` lists it (what a Home Assistant event
+# entity fires). The payload keeps `event` as it was; `event_type` was added beside it.
+EVENT_TYPES = (
+    "drift",
+    "retrain",
+    "promotion",
+    "challenger_dropped",
+    "rollback",
+    "import",
+    "guard",
+    "anomaly",
+)
+_EVENT_TYPE = {"drift_detected": "drift"}
+
+
 def event_message(kind: str, fields: dict[str, Any]) -> bytes:
-    return _compact({"event": kind, **fields}).encode()
+    return _compact({"event": kind, "event_type": _EVENT_TYPE.get(kind, kind), **fields}).encode()
 
 
 def drift_message(event: DriftEvent) -> bytes:

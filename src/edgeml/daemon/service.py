@@ -18,6 +18,7 @@ from edgeml.core.engine import Engine, NeedsLearner
 from edgeml.core.messages import Outgoing
 from edgeml.daemon import reload
 from edgeml.daemon.commands import apply_commands
+from edgeml.daemon.homeassistant import HomeAssistant
 from edgeml.daemon.recovery import Recovery
 from edgeml.daemon.sdnotify import Notifier
 from edgeml.errors import ConfigError
@@ -98,6 +99,9 @@ class Daemon:
         self.stopping = False
         self._reload_pending = False
         self._writing = False  # the store writer task runs
+        self.homeassistant = (
+            HomeAssistant(cfg, self.transport) if cfg.homeassistant.enabled else None
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         cfg = self.cfg
@@ -118,6 +122,8 @@ class Daemon:
                 self._writing = True
                 learner = tg.create_task(self._learn_loop(engine, stop), name="learn")
                 announcer = tg.create_task(self._announce_ready(), name="ready")
+                if self.homeassistant is not None:
+                    tg.create_task(self.homeassistant.run(engine, shutdown), name="homeassistant")
                 # Pings from this loop: if it blocks, they stop and systemd restarts us.
                 watchdog = tg.create_task(
                     self.notifier.keepalive(self.ready, self.status), name="watchdog"
