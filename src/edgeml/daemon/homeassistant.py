@@ -103,13 +103,14 @@ class HomeAssistant:
         self._announce_at = None
         keys = self._keys(engine)
         configs = self.discovery.messages(keys)
+        states = engine.ha.states() if engine.ha is not None else []
+        counts = {"configs": len(configs), "states": len(states), "devices": len(keys) + 1}
         self._send(configs)
         self.announced = set(keys)
         self._remember_buttons(keys)
-        states = engine.ha.states() if engine.ha is not None else []
         self._send(states)
         self.announces += 1
-        log.info("homeassistant_announced", configs=len(configs), states=len(states))
+        log.info("homeassistant_announced", **counts)
 
     def _announce_new(self, engine: Engine) -> None:
         if len(self.announced) >= self.ha.max_devices or len(engine.series) <= len(self.announced):
