@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiomqtt
+from typer.testing import CliRunner
 
+from edgeml.cli import app
 from edgeml.config import Config
 from tests.conftest import (
     Broker,
@@ -188,7 +190,18 @@ async def test_a_removed_stream_has_its_configs_cleared_after_a_restart(
         assert daemon.homeassistant is not None
         await wait_for(lambda: daemon.homeassistant.cleared == [vibration])  # type: ignore[union-attr]
         after = await retained(broker, "homeassistant/device/+/config")
-    assert set(after) == set(before) - {vibration} | {"homeassistant/device/zigbee2mqtt_0x1/config"}
+    neighbour = "homeassistant/device/zigbee2mqtt_0x1/config"
+    assert set(after) == set(before) - {vibration} | {neighbour}
+    # `edgeml ha show` prints what is published; `edgeml ha purge` clears it, and only it.
+    config = str(only_temp.source)
+    shown = await asyncio.to_thread(CliRunner().invoke, app, ["ha", "show", "--json", "-c", config])
+    assert shown.exit_code == 0, shown.output
+    assert {t: json.loads(p) for t, p in after.items() if t != neighbour} == json.loads(
+        shown.output
+    )
+    purged = await asyncio.to_thread(CliRunner().invoke, app, ["ha", "purge", "-c", config])
+    assert purged.exit_code == 0 and "2 configs" in purged.output, purged.output
+    assert set(await retained(broker, "homeassistant/device/+/config")) == {neighbour}
 
 
 async def test_ten_readings_a_second_publish_at_most_one_state_per_interval_and_the_last_value(

@@ -53,6 +53,7 @@ class HomeAssistant:
         self._pressed: list[SeriesKey] = []
         self._buttons: dict[str, SeriesKey] = {}
         self._warned_full = False
+        self._series_seen = 0
 
     @property
     def command_filter(self) -> str:
