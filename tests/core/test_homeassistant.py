@@ -81,6 +81,9 @@ def test_every_config_validates_and_unique_ids_are_unique(tmp_path: Path) -> Non
     anomaly = pump["cmps"]["anomaly"]
     assert anomaly["platform"] == "binary_sensor" and anomaly["device_class"] == "problem"
     assert anomaly["state_topic"] == "edgeml/n-1/vibration/pump/anomaly/state"
+    episodes = pump["cmps"]["episodes"]
+    assert episodes["platform"] == "event" and episodes["event_types"] == ["new", "update", "end"]
+    assert episodes["state_topic"] == "edgeml/n-1/vibration/pump/anomaly"
     assert pump["cmps"]["retrain"]["command_topic"] == "edgeml/n-1/vibration/pump/retrain/set"
     assert pump["device"]["via_device"] == node_device == f"edgeml-{ident('n-1')}"
     house = next(d for d in docs.values() if d["device"].get("name") == "ahead house")

@@ -122,7 +122,7 @@ async def test_every_config_validates_ids_are_unique_and_the_anomaly_state_topic
         )
         configs = await configs_of(broker, 1 + len(ALIKE) + 1)
         unique_ids = check_ha_configs(configs)
-        assert len(unique_ids) == 6 * 3 + 7 + 1  # 6 per temp key, 7 for the anomaly key
+        assert len(unique_ids) == 6 * 3 + 8 + 1  # 6 per temp key, 8 for the anomaly key
         states = await retained(broker, f"edgeml/{cfg.node.id}/+/+/state")
         assert {t.split("/")[3] for t in states} == {*ALIKE, "pump"}
         assert all("value" in json.loads(p) for p in states.values())
@@ -190,6 +190,8 @@ async def test_a_removed_stream_has_its_configs_cleared_after_a_restart(
         assert daemon.homeassistant is not None
         await wait_for(lambda: daemon.homeassistant.cleared == [vibration])  # type: ignore[union-attr]
         after = await retained(broker, "homeassistant/device/+/config")
+        states = await retained(broker, f"edgeml/{both.node.id}/+/+/state")
+        assert [t.split("/")[2] for t in states] == ["temp"]
     neighbour = "homeassistant/device/zigbee2mqtt_0x1/config"
     assert set(after) == set(before) - {vibration} | {neighbour}
     # `edgeml ha show` prints what is published; `edgeml ha purge` clears it, and only it.

@@ -19,6 +19,7 @@ from edgeml.config import Config, StreamConfig
 from edgeml.core.messages import EVENT_TYPES, Outgoing
 
 __all__ = [
+    "EPISODE_TYPES",
     "Discovery",
     "ident",
     "key_topic",
@@ -26,6 +27,8 @@ __all__ = [
 
 _SLUG = re.compile(r"[^a-z0-9]+")
 SUPPORT_URL = "https://github.com/edgeml/edgeml"
+# The `type` of an anomaly episode message on `<key topic>/anomaly` (the anomaly episodes).
+EPISODE_TYPES = ("new", "update", "end")
 
 
 def ident(text: str) -> str:
@@ -197,6 +200,15 @@ class Discovery:
                 "state_topic": key_topic(self.cfg, stream_name, key, "anomaly/state"),
                 "payload_on": "ON",
                 "payload_off": "OFF",
+            }
+            cmps["episodes"] = {
+                "platform": "event",
+                "name": "Anomaly episodes",
+                "state_topic": key_topic(self.cfg, stream_name, key, "anomaly"),
+                "event_types": list(EPISODE_TYPES),
+                # An episode message says `type` (new, update, end): HA's event entity
+                # wants it as `event_type`; the other fields become the event's attributes.
+                "value_template": "{{ dict(value_json, event_type=value_json.type) | tojson }}",
             }
         if self.ha.commands:
             cmps["retrain"] = {

@@ -66,22 +66,29 @@ class HomeAssistant:
             await t.listen([self.command_filter], self._on_command)
         connects = 0
         while not shutdown.is_set():
-            if t.connects != connects and t.state == "connected" and t.subscribed.is_set():
-                if connects == 0:
-                    await self.clean(engine)
-                connects = t.connects
-                self.schedule()
-            now = time.monotonic()
-            if self._announce_at is not None and now >= self._announce_at:
-                self.announce(engine)
-            elif t.state == "connected":
-                self._announce_new(engine)
-            if engine.ha is not None:
-                out: list[Outgoing] = []
-                engine.ha.due(now, out)
-                self._send(out)
-            await self._apply_presses()
+            try:
+                if t.connects != connects and t.state == "connected" and t.subscribed.is_set():
+                    if connects == 0:
+                        await self.clean(engine)
+                    connects = t.connects
+                    self.schedule()
+                await self._tick(engine)
+            except Exception as exc:  # HA is an extra: it must never stop the learning
+                log.error("homeassistant_error", error=f"{type(exc).__name__}: {exc}",
+                          exc_info=exc)  # fmt: skip
             await asyncio.sleep(_TICK_S)
+
+    async def _tick(self, engine: Engine) -> None:
+        now = time.monotonic()
+        if self._announce_at is not None and now >= self._announce_at:
+            self.announce(engine)
+        elif self.transport.state == "connected":
+            self._announce_new(engine)
+        if engine.ha is not None:
+            out: list[Outgoing] = []
+            engine.ha.due(now, out)
+            self._send(out)
+        await self._apply_presses()
 
     # -- announcing ---------------------------------------------------------------------
 
@@ -161,7 +168,10 @@ class HomeAssistant:
         found = await self.collect()
         current = {m.topic for m in self.discovery.messages(self._keys(engine))}
         stale = sorted(set(found) - current)
-        for topic in stale:
+        # The retained states of stream/keys whose stream is gone go too.
+        gone = [key_topic(self.cfg, s, k, "state") for s, k in engine.series
+                if s not in self.discovery.streams]  # fmt: skip
+        for topic in [*stale, *gone]:
             self.transport.publish(topic, b"", 1, True)
         self.cleared = stale
         if stale:
