@@ -145,6 +145,8 @@ async def test_online_on_the_status_topic_brings_every_config_and_state_and_offl
     cfg = load_config(write_config(tmp_path, broker, TEMP, ha(announce_delay_max=f"{delay}s")))
     async with running(cfg) as daemon:
         assert daemon.homeassistant is not None
+        # commands = false: HA's status is the one topic listened to, no button topics.
+        assert list(daemon.transport._listeners) == ["homeassistant/status"]  # type: ignore[attr-defined]
         await publish_all(broker, [temp("k1", 1), temp("k2", 1)])
         expected = set(await configs_of(broker, 3))
         state_filter = f"edgeml/{cfg.node.id}/+/+/state"
