@@ -272,3 +272,22 @@ async def test_the_retrain_button_leads_to_a_retrain_event_within_5_s(
             assert retrains(events)[0].at - pressed < 5
             doc = json.loads(retrains(per_key)[0].payload)
             assert doc["event"] == doc["event_type"] == "retrain" and doc["key"] == "k1"
+
+
+async def test_every_new_connection_announces_again(tmp_path: Path, broker: Broker) -> None:
+    cfg = load_config(write_config(tmp_path, broker, TEMP, ha(announce_delay_max="0s")))
+    async with running(cfg) as daemon:
+        assert daemon.homeassistant is not None
+        await publish_all(broker, [temp("k1", 1)])
+        await configs_of(broker, 2)
+        await wait_for(lambda: daemon.homeassistant.announces == 1)  # type: ignore[union-attr]
+        # A broker that lost its retained messages (restarted without its persistence file).
+        broker.stop()
+        for f in broker.workdir.glob("*.db"):
+            f.unlink()
+        broker.start()
+        await wait_for(lambda: daemon.homeassistant.announces == 2, timeout=30)  # type: ignore[union-attr]
+        assert len(await configs_of(broker, 2)) == 2
+        assert list(await retained(broker, f"edgeml/{cfg.node.id}/+/+/state")) == [
+            f"edgeml/{cfg.node.id}/temp/k1/state"
+        ]

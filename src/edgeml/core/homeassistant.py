@@ -26,7 +26,6 @@ __all__ = [
 ]
 
 _SLUG = re.compile(r"[^a-z0-9]+")
-SUPPORT_URL = "https://github.com/edgeml/edgeml"
 # The `type` of an anomaly episode message on `<key topic>/anomaly` (the anomaly episodes).
 EPISODE_TYPES = ("new", "update", "end")
 
@@ -131,7 +130,7 @@ class Discovery:
 
     def _common(self) -> dict[str, Any]:
         return {
-            "origin": {"name": "edgeml", "sw_version": self.version, "support_url": SUPPORT_URL},
+            "origin": {"name": "edgeml", "sw_version": self.version},
             "availability": [{"topic": self.cfg.status_topic}],
         }
 
