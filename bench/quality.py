@@ -71,9 +71,8 @@ from river.datasets import synth
 
 from edgeml.config import StreamConfig
 from edgeml.learn import offline
-from edgeml.learn.learner import Learner
+from edgeml.learn.learner import Learner, make_task
 from edgeml.learn.presets import build_model
-from edgeml.learn.tasks import make_task
 from edgeml.records import Sample
 
 WINDOW = 1000

@@ -547,6 +547,14 @@ def test_local_broker_settings_from_include_dir(tmp_path: Path) -> None:
     assert config._local_broker_warnings(conf) == []
 
 
+def test_local_broker_config_of_another_port_is_quiet(tmp_path: Path) -> None:
+    """The system mosquitto listens on 1883; a config for a broker on 18831 is not its."""
+    conf = write(tmp_path, "listener 1883\npersistence false\n", "m.conf")
+    assert config._local_broker_warnings(conf, 18831) == []
+    assert len(config._local_broker_warnings(conf, 1883)) == 2
+    assert config._local_broker_warnings(write(tmp_path, "", "empty.conf"), 18831) == []
+
+
 def test_missing_local_broker_config_is_quiet(tmp_path: Path) -> None:
     assert config._local_broker_warnings(tmp_path / "absent.conf") == []
 
@@ -580,7 +588,7 @@ task = "classification"
 target = "open"
 """
     vib, load_, door = load(write(tmp_path, text)).stream
-    assert (vib.task, vib.model, vib.label, vib.target) == ("anomaly", "halfspace", "fault", None)
+    assert (vib.task, vib.model, vib.label, vib.target) == ("anomaly", "robust", "fault", None)
     assert (vib.anomaly.quantile, vib.anomaly.warmup, vib.anomaly.cooldown_s) == (0.95, 100, 300)
     assert vib.excluded == ("fault",)
     assert (load_.model, load_.params) == ("seasonal", {"l2": 0.01})

@@ -1,4 +1,4 @@
-"""The values that flow between the stages: Delivery, Sample, Reject, Outcome, DriftEvent."""
+"""The values that flow between the stages: Delivery, Sample, Reject, Outcome, events."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ __all__ = [
     "MAX_ABS_VALUE",
     "Delivery",
     "DriftEvent",
+    "Episode",
     "Label",
     "ModelEvent",
     "Outcome",
@@ -103,6 +104,24 @@ class DriftEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class Episode:
+    """An announcement of an anomaly episode (`new`, `update` on a higher severity level,
+    `end`); `published` False: recorded, not sent (cooldown or `max_per_hour`).
+    """
+
+    type: Literal["new", "update", "end"]
+    id: int  # the seq of the episode's first flagged reading
+    start_ts: float
+    end_ts: float | None  # the time of its last flagged reading, once it has ended
+    count: int  # flagged readings so far
+    max_score: float
+    max_severity: float  # 1 = at the detector's threshold
+    severity: str  # the level of `max_severity`, a name from `[stream.alert] severity`
+    field: str | None  # the field that fired at the worst reading
+    published: bool
+
+
+@dataclass(frozen=True, slots=True)
 class ModelEvent:
     """Something that happened to a stream/key's model, with the figures behind it.
 
@@ -153,7 +172,7 @@ class Outcome:
     model_version: int
     label: Label | None = None  # classification: the predicted class
     flag: bool | None = None  # anomaly: above the threshold (after the warm-up)
-    alert: bool = False  # anomaly: flagged and the key's alert cooldown has passed
+    episode: Episode | None = None  # anomaly: an episode began, rose or ended
     forecast: tuple[float, ...] = ()  # forecast: the next `horizon` values
     drift: DriftEvent | None = None
     events: tuple[ModelEvent, ...] = ()

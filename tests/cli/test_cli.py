@@ -99,8 +99,11 @@ async def test_status_json_contract_and_table(broker: Broker, tmp_path: Path) ->
         assert row["task"] == "regression"
     r = runner.invoke(app, ["status", "-c", str(path)], prog_name="edgeml")
     assert r.exit_code == 0, r.output
-    assert "not running" in r.stdout
+    # A daemon that stopped is not shown with an uptime: when it stopped, and how.
+    assert "stopped" in r.stdout and "(a clean stop)" in r.stdout and " up " not in r.stdout
     assert "dev0" in r.stdout and "dev2" in r.stdout
+    r = runner.invoke(app, ["status", "-c", str(path), "--watch", "--json"], prog_name="edgeml")
+    assert r.exit_code == 2 and "--watch and --json do not go together" in r.stderr
 
 
 async def test_events_history_filters_and_json(broker: Broker, tmp_path: Path) -> None:
@@ -148,3 +151,12 @@ async def test_events_history_filters_and_json(broker: Broker, tmp_path: Path) -
     assert r.exit_code == 2 and "give a duration" in r.stderr
     r = runner.invoke(app, ["events", "-c", str(path)], prog_name="edgeml")
     assert r.exit_code == 0 and "drift" in r.stdout and "temp/dev0" in r.stdout
+    r = runner.invoke(app, ["events", "-c", str(path), "--kind", "drfit"], prog_name="edgeml")
+    assert r.exit_code == 2 and "did you mean 'drift'?" in r.stderr, r.stderr
+
+
+def test_help_texts_keep_their_brackets() -> None:
+    r = runner.invoke(app, ["report", "--help"], prog_name="edgeml")
+    assert "pip install 'edgeml[report]'" in " ".join(r.stdout.split())
+    r = runner.invoke(app, ["status", "--help"], prog_name="edgeml")
+    assert "<bool>" not in r.stdout and "--json" in r.stdout

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -45,7 +46,11 @@ topic = "vib/+/reading"
 key = "topic:1"
 task = "anomaly"
 features = ["rms"]
+timestamp = "ts"
+anomaly = { warmup = 200 }
+alert = { clear_after = "60s" }
 """
+T0 = int(time.time()) - 3600
 ALIKE = ["a b", "a.b", "a_b"]
 
 
@@ -56,6 +61,16 @@ def ha(**keys: object) -> str:
 
 def temp(key: str, i: int) -> tuple[str, bytes]:
     return "sensors/x/telemetry", json.dumps({"dev": key, "h": i % 7, "t": 2 * (i % 7)}).encode()
+
+
+def vib(start: int, n: int, rms: float | None = None) -> list[tuple[str, bytes]]:
+    """Readings of pump `pump`, one every 10 s of sample time; `rms` None: normal noise."""
+    rng = random.Random(start)
+    out = []
+    for i in range(start, start + n):
+        body = {"rms": round(rng.gauss(1.0, 0.1) if rms is None else rms, 3), "ts": T0 + 10 * i}
+        out.append(("vib/pump/reading", json.dumps(body).encode()))
+    return out
 
 
 @dataclass
@@ -110,32 +125,53 @@ def device(configs: dict[str, bytes], name: str) -> dict[str, object]:
     return next(d for d in docs if d["device"].get("name") == name)
 
 
-async def test_every_config_validates_ids_are_unique_and_the_anomaly_state_topic_drives_the_binary_sensor(  # noqa: E501
+async def test_every_config_validates_and_ids_are_unique_for_keys_that_slug_alike(
     tmp_path: Path, broker: Broker
 ) -> None:
     cfg = load_config(
         write_config(tmp_path, broker, TEMP + VIBRATION, ha(announce_delay_max="0s", commands=True))
     )
     async with running(cfg):
-        await publish_all(
-            broker, [temp(k, 1) for k in ALIKE] + [("vib/pump/reading", b'{"rms": 1}')]
-        )
+        await publish_all(broker, [temp(k, 1) for k in ALIKE] + vib(0, 1))
         configs = await configs_of(broker, 1 + len(ALIKE) + 1)
         unique_ids = check_ha_configs(configs)
         assert len(unique_ids) == 6 * 3 + 8 + 1  # 6 per temp key, 8 for the anomaly key
         states = await retained(broker, f"edgeml/{cfg.node.id}/+/+/state")
         assert {t.split("/")[3] for t in states} == {*ALIKE, "pump"}
         assert all("value" in json.loads(p) for p in states.values())
-        # The anomaly side publishes a retained ON/OFF on the binary_sensor's state topic
-        # (the anomaly issue's episodes; produced here by hand, as that side is not merged).
-        sensor = device(configs, "vibration pump")["cmps"]["anomaly"]  # type: ignore[index]
-        async with aiomqtt.Client(broker.host, broker.port) as episodes:
-            for state in (sensor["payload_on"], sensor["payload_off"]):
-                await episodes.publish(sensor["state_topic"], state, qos=1, retain=True)
-                # What HA reads at its next start: the retained state, as the sensor says it.
-                assert await retained(broker, sensor["state_topic"], 0.2) == {
-                    sensor["state_topic"]: state.encode()
-                }
+
+
+async def test_an_anomaly_episode_turns_the_binary_sensor_on_then_off_and_fires_its_events(
+    tmp_path: Path, broker: Broker
+) -> None:
+    cfg = load_config(write_config(tmp_path, broker, VIBRATION, ha(announce_delay_max="0s")))
+    async with running(cfg):
+        await publish_all(broker, vib(0, 1))
+        cmps = device(await configs_of(broker, 2), "vibration pump")["cmps"]
+        sensor, episodes = cmps["anomaly"], cmps["episodes"]  # type: ignore[index]
+        async with watching(broker, sensor["state_topic"], episodes["state_topic"]) as seen:
+            await publish_all(broker, vib(1, 299))
+            await publish_all(broker, vib(300, 3, rms=9.0))  # 30 s of a bad bearing
+            await publish_all(broker, vib(303, 12))  # two quiet minutes
+            await wait_for(lambda: sum(s.topic == sensor["state_topic"] for s in seen) == 2)
+            await wait_for(lambda: sum(s.topic == episodes["state_topic"] for s in seen) == 2)
+        assert [s.payload.decode() for s in seen if s.topic == sensor["state_topic"]] == [
+            sensor["payload_on"],
+            sensor["payload_off"],
+        ]
+        # What HA's template makes of each episode message: an event of a declared type.
+        fired = [
+            {**json.loads(s.payload), "event_type": json.loads(s.payload)["type"]}
+            for s in seen
+            if s.topic == episodes["state_topic"]
+        ]
+        assert [e["event_type"] for e in fired] == ["new", "end"]
+        assert all(e["event_type"] in episodes["event_types"] for e in fired)
+        assert "dict(value_json, event_type=value_json.type)" in episodes["value_template"]
+        # After an HA restart: the retained state, OFF.
+        assert await retained(broker, sensor["state_topic"], 0.2) == {
+            sensor["state_topic"]: sensor["payload_off"].encode()
+        }
 
 
 async def test_online_on_the_status_topic_brings_every_config_and_state_and_offline_nothing(
@@ -181,7 +217,7 @@ async def test_a_removed_stream_has_its_configs_cleared_after_a_restart(
         write_config(tmp_path, broker, TEMP + VIBRATION, ha(announce_delay_max="0s"))
     )
     async with running(both):
-        await publish_all(broker, [temp("k1", 1), ("vib/pump/reading", b'{"rms": 1}')])
+        await publish_all(broker, [temp("k1", 1), *vib(0, 1)])
         before = await configs_of(broker, 3)
     vibration = next(t for t in before if "-vibration-" in t)
     # A neighbour's config under the same prefix is never touched.

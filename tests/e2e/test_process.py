@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+from rich.console import Console
 
+from edgeml.cli.view import render
 from edgeml.store.queries import read_status
 from tests.conftest import (
     TELEMETRY,
@@ -36,6 +38,8 @@ async def test_sigkill_while_publishing_loses_nothing_and_stores_nothing_twice(
     for kill_after in (1200, 2800):
         await wait_for(lambda n=kill_after: sample_count(cfg) >= n, timeout=60)
         d.kill()  # SIGKILL: no drain, no offline, no final commit
+        shown = render_text(read_status(cfg.db_path))
+        assert "ended without a clean stop" in shown and " up " not in shown, shown
         d = daemon_process(config)
         d.start()
         await d.wait_ready()
@@ -50,6 +54,12 @@ async def test_sigkill_while_publishing_loses_nothing_and_stores_nothing_twice(
     assert db_rows(cfg, "SELECT count(*) FROM predictions")[0][0] == 5000
     doc = read_status(cfg.db_path)
     assert sorted(s["samples"] for s in doc["streams"]) == [1000] * 5
+
+
+def render_text(doc: dict[str, Any]) -> str:
+    console = Console(width=200, record=True, color_system=None)
+    console.print(render(doc, time.time()))
+    return console.export_text()
 
 
 async def retained_status(broker: Broker, topic: str) -> bytes:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import itertools
 import math
 import pickle
 import random
@@ -18,6 +17,7 @@ from river import datasets, evaluate, linear_model, metrics, preprocessing, util
 
 from edgeml.config import (
     PRESET_TASKS,
+    AlertConfig,
     AnomalyConfig,
     Config,
     ForecastConfig,
@@ -28,6 +28,7 @@ from edgeml.errors import ConfigError
 from edgeml.learn import Learner, offline, snapshot
 from edgeml.learn.check import check_params
 from edgeml.learn.presets import build_model, estimator_of
+from edgeml.learn.robust import ABSORB_BOUND
 from edgeml.learn.tasks import RollingMean
 from edgeml.records import Outcome, Request, Sample
 
@@ -275,7 +276,9 @@ def anomaly_stream(
 
 
 def _spike(i: int) -> bool:
-    return i >= 1000 and i % 97 == 0
+    # 1 reading in 397 (0.25 %): rarer than the 0.5 % the detectors' thresholds calibrate on,
+    # above which a recurring spike is the stream's normal.
+    return i >= 1000 and i % 397 == 0
 
 
 def test_anomaly_scores_flags_and_warmup() -> None:
@@ -284,9 +287,9 @@ def test_anomaly_scores_flags_and_warmup() -> None:
     assert all(o.flag is False for o in outs[:500])
     spikes = [o for i, o in enumerate(outs) if _spike(i)]
     normal = [o for i, o in enumerate(outs[500:], start=500) if not _spike(i)]
-    assert len(spikes) == 41
-    assert sum(bool(o.flag) for o in spikes) >= 0.9 * len(spikes)
-    assert sum(bool(o.flag) for o in normal) / len(normal) < 0.03
+    assert len(spikes) == 10
+    assert sum(bool(o.flag) for o in spikes) == len(spikes)
+    assert sum(bool(o.flag) for o in normal) / len(normal) < 0.005
     # spikes score higher than normal readings
     normal_scores = sorted(num(o.y_pred) for o in normal)
     assert statistics.median(num(o.y_pred) for o in spikes) > normal_scores[int(0.95 * len(normal))]
@@ -307,26 +310,17 @@ def shifted_rows(n: int = 4000, change: int = 2000, seed: int = 1) -> list[Sampl
     return out
 
 
-@pytest.mark.parametrize("policy", ["challenger", "reset"])
-def test_after_a_lasting_shift_the_retrained_detector_learns_the_new_normal(policy: str) -> None:
+@pytest.mark.parametrize("policy", ["challenger", "reset", "none"])
+def test_after_a_lasting_shift_the_detector_learns_the_new_normal_itself(policy: str) -> None:
+    # The detector learns every reading and absorbs a level shift on its own; the anomaly
+    # score is no loss, so no drift is called and nothing is retrained, whatever the policy.
     cfg = anomaly_stream(warmup=500).model_copy(update={"retrain": RetrainConfig(policy=policy)})
-    fixed = anomaly_stream(warmup=500).model_copy(update={"retrain": RetrainConfig(policy="none")})
-    rows = shifted_rows()
-
-    def after(outs: list[Outcome]) -> tuple[float, int]:
-        late = outs[2500:]  # from 500 readings after the change
-        normal = [o for o in late if not o.sample.label]
-        caught = sum(bool(o.flag) for o in late if o.sample.label)
-        return sum(bool(o.flag) for o in normal) / len(normal), caught
-
-    retrained = [o for o, _ in offline.run(cfg, rows)]
-    assert any(o.drift is not None for o in retrained[2000:2300])
-    rate, caught = after(retrained)
-    # The quantile filter keeps flagged readings out of learning; without a retrain the new
-    # normal is flagged for good. The warm start learns it: few flags, the spikes still.
-    stuck_rate, _ = after([o for o, _ in offline.run(fixed, rows)])
-    assert stuck_rate > 0.5
-    assert rate < 0.1 and caught >= 3
+    outs = [o for o, _ in offline.run(cfg, shifted_rows())]
+    assert all(o.drift is None and o.request is None and o.model_version == 1 for o in outs)
+    late = outs[2000 + ABSORB_BOUND :]
+    normal = [o for o in late if not o.sample.label]
+    assert not any(o.flag for o in normal)
+    assert all(o.flag for o in late if o.sample.label)  # the spikes still
 
 
 def test_anomaly_flags_can_start_right_after_the_warmup() -> None:
@@ -336,26 +330,27 @@ def test_anomaly_flags_can_start_right_after_the_warmup() -> None:
     assert outs[300].flag is True
 
 
-@pytest.mark.parametrize("cooldown", ["60s", "0s", "5m"])
-def test_alerts_respect_the_cooldown_by_sample_time(cooldown: str) -> None:
-    cfg = anomaly_stream(warmup=300, cooldown=cooldown)
-    # bursts of three spikes, one second apart, every 200 s
-    outs = outcomes(cfg, sensor_rows(3000, spike=lambda i: i >= 600 and i % 200 < 3))
-    last: float | None = None
-    for o in outs:
-        expected = bool(o.flag) and (last is None or o.sample.ts - last >= cfg.anomaly.cooldown_s)
-        assert o.alert == expected, o
-        if expected:
-            last = o.sample.ts
-    alerts = [o for o in outs if o.alert]
-    flags = [o for o in outs if o.flag]
-    assert alerts
-    if cooldown == "0s":
-        assert len(alerts) == len(flags)
-    else:
-        assert len(alerts) < len(flags)
-        gaps = [b.sample.ts - a.sample.ts for a, b in itertools.pairwise(alerts)]
-        assert min(gaps) >= cfg.anomaly.cooldown_s
+@pytest.mark.parametrize("cooldown", ["0s", "1h"])
+def test_a_burst_of_flags_is_one_episode_and_the_cooldown_holds_back_the_next(
+    cooldown: str,
+) -> None:
+    cfg = anomaly_stream(warmup=300).model_copy(
+        update={"alert": AlertConfig(clear_after="60s", cooldown=cooldown)}
+    )
+    # bursts of three spikes, one second apart, every 500 s (0.6 % of the readings)
+    outs = outcomes(cfg, sensor_rows(3000, spike=lambda i: i >= 600 and i % 500 < 3))
+    bursts = sorted({o.sample.ts // 500 for o in outs if o.flag})
+    episodes = [o.episode for o in outs if o.episode is not None]
+    new = [e for e in episodes if e.type == "new"]
+    assert len(new) == len(bursts) >= 4  # one episode per burst, not one alert per flag
+    assert [e.type for e in episodes] == ["new", "end"] * len(new)
+    assert all(e.count == 3 for e in episodes if e.type == "end")
+    published = [e.published for e in new]
+    # The cooldown counts from an episode's end, by sample time: 1 h holds back every
+    # like burst 500 s later; none twice as severe breaks through here.
+    assert published == (
+        [True] * len(new) if cooldown == "0s" else [True] + [False] * (len(new) - 1)
+    )
 
 
 def test_anomaly_metrics_with_ground_truth() -> None:
@@ -384,8 +379,9 @@ def test_anomaly_metrics_are_null_while_undefined() -> None:
     flagged = sum(bool(o.flag) for o in outs[200:])
     got = lr.metrics()
     assert got["roc_auc"] is None and got["recall"] is None
-    # some normal readings are above the 0.99 quantile: flagged, so precision is 0
-    assert flagged > 0 and got["precision"] == 0.0
+    # No flag on normal readings (the old quantile filter flagged 1 % of them by design):
+    # precision is undefined too.
+    assert flagged == 0 and got["precision"] is None
     # Once an anomaly comes, all three are numbers again.
     outcomes(cfg, sensor_rows(5, seed=1, spike=lambda i: True), lr)
     got = lr.metrics()
@@ -496,7 +492,7 @@ def test_every_preset_learns_each_of_its_tasks(preset: str, task: str) -> None:
     lr = Learner(cfg, KEY)
     outs = feed(lr, rows_for(task, 50))
     assert lr.samples == 50
-    assert type(lr.model).__name__ in ("Pipeline", "QuantileFilter", estimator_of(cfg))
+    assert type(lr.model).__name__ in ("Pipeline", "CalibratedHalfSpace", estimator_of(cfg))
     late = outs[10:]
     assert all(o.y_pred is not None and math.isfinite(o.y_pred) for o in late), late[0]
     assert all(v is None or math.isfinite(v) for v in lr.metrics().values())
@@ -575,6 +571,7 @@ SNAPSHOT_CASES = [
     ("regression", "forest"),
     ("classification", "logistic"),
     ("classification", "tree"),
+    ("anomaly", "robust"),
     ("anomaly", "halfspace"),
     ("forecast", "seasonal"),
     ("forecast", "tree"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import pickle
 import zipfile
@@ -196,3 +197,92 @@ async def test_retrain_starts_a_challenger_warm_started_on_the_newest_samples(
     assert [(r["key"], r["version"]) for r in versions(config) if r["key"] == "dev2"] == [
         ("dev2", 1)
     ]
+
+
+async def test_import_seeds_a_key_that_has_no_model_yet(broker: Broker, tmp_path: Path) -> None:
+    """Train on one device, deploy to another that has sent nothing yet."""
+    config = write_config(tmp_path, broker, TELEMETRY)
+    cfg = load_config(config)
+    async with running(cfg):
+        await publish_all(broker, telemetry(300))
+        assert await settle(cfg, 300) == 300
+    bundle = tmp_path / "dev0.edgeml"
+    r = runner.invoke(app, ["models", "export", "temp/dev0", "-o", str(bundle), "-c", str(config)])
+    assert r.exit_code == 0, r.output
+    _, dev0 = bundle_model(bundle)
+    async with running(cfg) as daemon:
+        r = await cli(
+            "models", "import", str(bundle), "--stream", "temp", "--key", "attic", "-c", str(config)
+        )
+        assert r.exit_code == 0, r.output + r.stderr
+        assert "version 2 is the champion: the imported model" in r.stdout
+        assert daemon.engine is not None
+        live = daemon.engine.learners[("temp", "attic")].model
+        assert [live.predict_one(x) for x in PROBE] == [dev0.predict_one(x) for x in PROBE]
+        # Its first reading is predicted by the imported model, not a fresh one.
+        await publish_all(broker, [("sensors/attic/telemetry", b'{"i": 3, "h": 43, "t": 24.5}')])
+        assert await settle(cfg, 301) == 301
+    [(y_pred,)] = db_rows(
+        cfg,
+        "SELECT p.y_pred FROM predictions p JOIN samples s USING (seq) ORDER BY seq DESC LIMIT 1",
+    )
+    assert y_pred == dev0.predict_one({"i": 3.0, "h": 43.0})
+    rows = {(r["key"], r["version"]): r["reason"] for r in versions(config)}
+    assert rows[("attic", 1)] == "initial" and rows[("attic", 2)] == "import"
+
+
+def test_a_bundle_of_another_task_is_refused_even_with_force(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'[node]\nstate_dir = "{tmp_path}"\n'
+        '[[stream]]\nname = "vib"\ntopic = "v/+"\ntask = "anomaly"\nfeatures = ["rms"]\n'
+    )
+    bundle = tmp_path / "reg.edgeml"
+    blob = pickle.dumps(linear_model.LinearRegression())
+    manifest = {"format": "edgeml-model/1", "task": "regression", "target": "t",
+                "features": None, "sha256": hashlib.sha256(blob).hexdigest()}  # fmt: skip
+    with zipfile.ZipFile(bundle, "w") as z:
+        z.writestr("manifest.json", json.dumps(manifest))
+        z.writestr("model.pkl", blob)
+    r = runner.invoke(
+        app,
+        [
+            "models",
+            "import",
+            str(bundle),
+            "--stream",
+            "vib",
+            "--key",
+            "k",
+            "--force",
+            "-c",
+            str(config),
+        ],
+        prog_name="edgeml",
+    )
+    assert r.exit_code == 1
+    assert "is a regression model and vib is an anomaly stream" in r.stderr, r.stderr
+
+
+async def test_export_all_while_the_daemon_runs_writes_every_model_as_it_is_now(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """No model has a snapshot yet (the first is due after 5 minutes): export asks the daemon
+    for one, so the bundles hold the live models, not nothing or a stale state.
+    """
+    config = write_config(tmp_path, broker, TELEMETRY)
+    cfg = load_config(config)
+    async with running(cfg) as daemon:
+        await publish_all(broker, telemetry(300))
+        assert await settle(cfg, 300) == 300
+        assert db_rows(cfg, "SELECT count(*) FROM snapshots") == [(0,)]
+        r = await cli(
+            "models", "export", "--all", "-o", str(tmp_path / "backup"), "-c", str(config)
+        )
+        assert r.exit_code == 0, r.output + r.stderr
+        assert "3 of 3 models exported" in r.stdout
+        assert daemon.engine is not None
+        for key in ("dev0", "dev1", "dev2"):
+            _, model = bundle_model(tmp_path / "backup" / f"temp__{key}__v1.edgeml")
+            live = daemon.engine.learners[("temp", key)].model
+            assert [model.predict_one(x) for x in PROBE] == [live.predict_one(x) for x in PROBE]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 from typer.testing import CliRunner
 
@@ -61,3 +62,37 @@ def test_replay_needs_a_key_for_a_keyed_stream(tmp_path: Path) -> None:
     assert r.exit_code == 1 and "give --key" in r.stderr
     r = runner.invoke(app, ["replay", str(csv_file), "--stream", "nope", "-c", str(path)])
     assert r.exit_code == 2 and "no stream 'nope'" in r.stderr
+
+
+def test_replay_refuses_what_it_cannot_honour(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[mqtt]\nport = 1\n" + TELEMETRY)
+    plain = tmp_path / "h.csv"
+    plain.write_text("i,h,t\n1,2,3\n")
+
+    def replay(csv_file: Path, *args: str) -> Any:
+        argv = ["replay", str(csv_file), "--stream", "temp", "--key", "k", "-c", str(path)]
+        return runner.invoke(app, [*argv, *args], prog_name="edgeml")
+
+    # Pacing needs the rows' own times, which a stream without `timestamp` does not read.
+    r = replay(plain, "--speed", "100x")
+    assert r.exit_code == 1 and "has no `timestamp` field" in r.stderr, r.stderr
+    # A time column the stream ignores would make history look like now.
+    timed = tmp_path / "timed.csv"
+    timed.write_text("time,i,h,t\n2025-01-01T00:00:00,1,2,3\n")
+    r = replay(timed)
+    assert r.exit_code == 2 and "a time column 'time'" in r.stderr, r.stderr
+    assert 'timestamp = "time"' in r.stderr
+
+
+async def test_a_replay_that_sent_nothing_fails(broker: Broker, tmp_path: Path) -> None:
+    path = write_config(tmp_path, broker, TELEMETRY)
+    broken = tmp_path / "broken.csv"
+    broken.write_text("i,h,t\n1,forty,3\n")
+    r = await asyncio.to_thread(
+        runner.invoke,
+        app,
+        ["replay", str(broken), "--stream", "temp", "--key", "k", "-c", str(path)],
+        prog_name="edgeml",
+    )
+    assert r.exit_code == 1 and "nothing was sent" in r.stderr, r.stderr

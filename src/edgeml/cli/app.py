@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import difflib
 import grp
 import json
 import os
@@ -27,6 +28,8 @@ app = typer.Typer(
     help="edgeml: learns online from MQTT sensor streams, on the device.",
     no_args_is_help=True,
     add_completion=False,
+    # Help is plain text: with rich markup, `pip install 'edgeml[report]'` lost `[report]`.
+    rich_markup_mode=None,
     pretty_exceptions_enable=False,
 )
 
@@ -134,6 +137,9 @@ def status(
     from edgeml.cli import view
     from edgeml.store.queries import read_status
 
+    if watch and as_json:
+        # A live view redraws one screen for a person; a script wants a document per call.
+        raise fail("--watch and --json do not go together: run `status --json` per refresh", 2)
     _check_access(cfg.node.state_dir)
     with exit_on_error():
         if watch:
@@ -173,10 +179,18 @@ def events(
 ) -> None:
     """The event history, newest first: drifts, retraining, new versions, anomalies, rejects."""
     cfg = load_or_exit(config)
-    from edgeml.store.queries import PROMOTIONS, read_events
+    from edgeml.store.queries import EVENT_KINDS, PROMOTIONS, read_events
 
     kinds: list[str] = []
     for k in kind or []:
+        if k not in EVENT_KINDS:
+            hint = difflib.get_close_matches(k, EVENT_KINDS, n=1)
+            raise fail(
+                f"--kind {k!r}: not a kind of event"
+                + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                + f"; the kinds: {', '.join(EVENT_KINDS)}",
+                2,
+            )
         kinds.extend(PROMOTIONS if k == "promotion" else [k])
     with exit_on_error():
         rows = read_events(cfg.db_path, kinds, stream, _since(since), limit)

@@ -13,28 +13,36 @@ from rich.table import Table
 
 from edgeml.cli.common import ConfigOpt, err, exit_on_error, fail, load_or_exit, split_target
 from edgeml.config import Config
+from edgeml.errors import EdgemlError
 
 app = typer.Typer(
     help="Model versions: list, export, import, roll back, retrain.",
     no_args_is_help=True,
     add_completion=False,
+    # Help is plain text: with rich markup, `pip install 'edgeml[report]'` lost `[report]`.
+    rich_markup_mode=None,
 )
 
 
-def _report(cfg: Config, command_id: int) -> None:
+def _report(cfg: Config, command_id: int, what: str) -> None:
+    """Wait for the daemon's answer to a command; `what` names it ("import of temp/attic")."""
     from edgeml.store.registry import wait_for_result
 
     result = wait_for_result(cfg.db_path, command_id)
     if result is None:
         typer.echo(
-            f"command {command_id} queued: no daemon is running (or it did not answer), "
+            f"{what} queued: no daemon is running (or it did not answer), "
             "so it is applied when `edgeml run` next starts"
         )
         return
     status, text = result
     if status != "done":
-        raise fail(f"command {command_id} failed: {text}")
+        raise fail(f"{what} failed: {text}")
     typer.echo(text)
+
+
+def _a(word: object) -> str:
+    return f"{'an' if str(word)[:1] in 'aeiou' else 'a'} {word}"
 
 
 @app.command("list")
@@ -87,25 +95,42 @@ def export(
 ) -> None:
     """Write a model as a single-file bundle: the pickled pipeline and a JSON manifest."""
     cfg = load_or_exit(config)
-    from edgeml.store.registry import export_bundle, list_versions
+    from edgeml.store.registry import export_bundle, snapshot_now
 
+    if target is None and not all_:
+        raise fail("give STREAM/KEY, or --all", 2)
     with exit_on_error():
+        if version is None and not snapshot_now(cfg.db_path):
+            err.print("no daemon is running: champions are exported as of their last snapshot")
         if all_:
-            champions = [r for r in list_versions(cfg.db_path) if r["champion"]]
-            for r in champions:
-                path = out / f"{r['stream']}__{r['key']}__v{r['version']}.edgeml"
-                export_bundle(cfg, r["stream"], r["key"], None, path)
-                typer.echo(f"{r['stream']}/{r['key']} v{r['version']} -> {path}")
-            typer.echo(f"{len(champions)} models exported to {out}")
+            _export_all(cfg, out)
             return
-        if target is None:
-            raise fail("give STREAM/KEY, or --all", 2)
+        assert target is not None
         stream, key = split_target(target)
         manifest: dict[str, Any] = export_bundle(cfg, stream, key, version, out)
     typer.echo(
         f"{stream}/{key} v{manifest['version']} -> {out} "
         f"({manifest['size']} B, sha256 {manifest['sha256'][:12]})"
     )
+
+
+def _export_all(cfg: Config, out: Path) -> None:
+    """Every champion that can be exported is; the others are named, and the exit code is 1."""
+    from edgeml.store.registry import export_bundle, list_versions
+
+    champions = [r for r in list_versions(cfg.db_path) if r["champion"]]
+    missed = []
+    for r in champions:
+        path = out / f"{r['stream']}__{r['key']}__v{r['version']}.edgeml"
+        try:
+            export_bundle(cfg, r["stream"], r["key"], None, path)
+        except EdgemlError as exc:
+            missed.append(str(exc))
+            continue
+        typer.echo(f"{r['stream']}/{r['key']} v{r['version']} -> {path}")
+    typer.echo(f"{len(champions) - len(missed)} of {len(champions)} models exported to {out}")
+    if missed:
+        raise fail("not exported:\n" + "\n".join(missed))
 
 
 @app.command("import")
@@ -131,6 +156,12 @@ def import_(
     with exit_on_error():
         manifest, blob = read_bundle(bundle)
     problems = import_problems(manifest, sc)
+    if manifest.get("task") != sc.task:
+        # Never forced: a model of another task fails on every reading.
+        raise fail(
+            f"{bundle} is {_a(manifest.get('task'))} model and {stream} is {_a(sc.task)} stream: "
+            "it cannot serve it (--force skips only the version and field checks)"
+        )
     if problems and not force:
         raise fail(
             f"{bundle} does not fit {stream}: "
@@ -142,7 +173,7 @@ def import_(
     )
     with exit_on_error():
         command_id = send_command(cfg.db_path, "import", stream, key, {"bundle": str(bundle)}, blob)
-    _report(cfg, command_id)
+    _report(cfg, command_id, f"import of {stream}/{key}")
 
 
 @app.command()
@@ -163,7 +194,7 @@ def rollback(
                 f"{target} has no version {to} (it has {', '.join(map(str, versions)) or 'none'})"
             )
         command_id = send_command(cfg.db_path, "rollback", stream, key, {"to": to})
-    _report(cfg, command_id)
+    _report(cfg, command_id, f"rollback of {target}")
 
 
 @app.command()
@@ -183,4 +214,4 @@ def retrain(
         if not any(v["key"] == key for v in list_versions(cfg.db_path, stream)):
             raise fail(f"{target}: no such model (see `edgeml models list`)")
         command_id = send_command(cfg.db_path, "retrain", stream, key, {"samples": samples})
-    _report(cfg, command_id)
+    _report(cfg, command_id, f"retrain of {target}")

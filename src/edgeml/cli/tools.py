@@ -34,7 +34,7 @@ def replay(
     cfg = load_or_exit(config)
     from rich.progress import Progress
 
-    from edgeml.tools.replay import parse_speed
+    from edgeml.tools.replay import parse_speed, time_column_ignored
     from edgeml.tools.replay import replay as run_replay
 
     sc = next((s for s in cfg.stream if s.name == stream), None)
@@ -42,6 +42,14 @@ def replay(
         raise fail(f"no stream {stream!r} in {config}", 2)
     with exit_on_error(OSError):
         factor = parse_speed(speed)
+        ignored = time_column_ignored(sc, csv_file)
+        if ignored is not None:
+            raise fail(
+                f"{csv_file} has a time column {ignored!r}, but stream {stream!r} reads no "
+                f"timestamp: the rows would be learned as if they happened now. Set "
+                f'timestamp = "{ignored}" in the stream\'s config (or drop the column)',
+                2,
+            )
         total = sum(1 for _ in csv_file.open(encoding="utf-8", errors="replace")) - 1
         with Progress(console=err, transient=True) as bar:
             task = bar.add_task(f"replaying {csv_file.name}", total=max(total, 1))
@@ -62,6 +70,8 @@ def replay(
     typer.echo(
         f"published {result.published} rows to {stream}; {len(result.bad)} rows did not decode"
     )
+    if not result.published:
+        raise fail(f"nothing was sent: no row of {csv_file} decodes for stream {stream!r}")
 
 
 def simulate(

@@ -110,15 +110,26 @@ def render(
 def _daemon_lines(d: dict[str, Any], now: float) -> list[RenderableType]:
     if "pid" not in d:
         return [Text.from_markup("daemon: [yellow]never ran[/] with this state directory")]
-    state = "[green]running[/]" if d["running"] else "[red]not running[/]"
     broker = "[green]connected[/]" if d["broker_connected"] else f"[yellow]{d['broker']}[/]"
     reasons = ", ".join(f"{k} {v}" for k, v in sorted(d["rejected_by_reason"].items()))
     per_sample = d["bytes_per_sample"]
+    if d["running"]:
+        health = (
+            f"daemon: [green]running[/]  pid {d['pid']}  node {d['node']}  "
+            f"up {d['uptime_s']:.0f}s  broker {broker}  last beat {ago(d['last_beat'], now)}"
+        )
+    elif d.get("stopped") is not None:
+        health = (
+            f"daemon: [yellow]stopped[/] {ago(d['stopped'], now)} (a clean stop)  "
+            f"node {d['node']}  ran {d['uptime_s']:.0f}s"
+        )
+    else:
+        health = (
+            f"daemon: [red]not running[/]: pid {d['pid']} ended without a clean stop (killed "
+            f"or crashed), last beat {ago(d['last_beat'], now)}  node {d['node']}"
+        )
     return [
-        Text.from_markup(
-            f"daemon: {state}  pid {d['pid']}  node {d['node']}  up {d['uptime_s']:.0f}s  "
-            f"broker {broker}  last beat {ago(d['last_beat'], now)}"
-        ),
+        Text.from_markup(health),
         Text.from_markup(
             f"received {d['received']}  learned {d['learned']}  "
             + (f"[yellow]rejected {d['rejected']} ({reasons})[/]" if reasons else "rejected 0")

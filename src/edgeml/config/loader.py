@@ -107,12 +107,14 @@ def warnings_for(cfg: Config) -> list[str]:
                 f"chmod o-r {cfg.source} (or use mqtt.password_file)"
             )
     if cfg.mqtt.host in ("localhost", "127.0.0.1", "::1"):
-        out.extend(_local_broker_warnings(Path("/etc/mosquitto/mosquitto.conf")))
+        out.extend(_local_broker_warnings(Path("/etc/mosquitto/mosquitto.conf"), cfg.mqtt.port))
     return out
 
 
-def _local_broker_warnings(conf: Path) -> list[str]:
-    """Read a local mosquitto.conf (and its conf.d) for the settings the no-loss guarantee needs."""
+def _local_broker_warnings(conf: Path, port: int = 1883) -> list[str]:
+    """Read a local mosquitto.conf (and its conf.d) for the settings the no-loss guarantee
+    needs; nothing when that broker does not listen on `port` (another broker is ours).
+    """
     try:
         text = conf.read_text()
         for line in text.splitlines():
@@ -123,10 +125,15 @@ def _local_broker_warnings(conf: Path) -> list[str]:
     except OSError:
         return []
     settings: dict[str, str] = {}
+    ports: set[str] = set()
     for line in text.splitlines():
         parts = line.split()
         if len(parts) >= 2 and not parts[0].startswith("#"):
             settings[parts[0]] = parts[1]
+            if parts[0] in ("listener", "port"):
+                ports.add(parts[1])
+    if str(port) not in (ports or {"1883"}):  # without a listener, mosquitto takes 1883
+        return []
     out = []
     if settings.get("persistence", "false") != "true":
         out.append(

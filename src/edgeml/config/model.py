@@ -164,8 +164,10 @@ class RetrainConfig(_Frozen):
 
 
 class AnomalyConfig(_Frozen):
+    # Ignored since the detectors calibrate their own threshold (edgeml.learn.robust); still
+    # accepted so that older configs validate.
     quantile: Annotated[StrictFloat, Field(gt=0.5, lt=1)] = 0.99
-    warmup: Annotated[StrictInt, Field(ge=0, le=1_000_000)] = 500
+    warmup: Annotated[StrictInt, Field(ge=0, le=1_000_000)] = 200
     cooldown: str = "60s"
 
     @field_validator("cooldown")
@@ -195,6 +197,7 @@ Task = Literal["regression", "classification", "anomaly", "forecast"]
 PRESET_TASKS: dict[str, tuple[Task, ...]] = {
     "linear": ("regression", "forecast"),
     "logistic": ("classification",),
+    "robust": ("anomaly",),
     "halfspace": ("anomaly",),
     "tree": ("regression", "classification", "forecast"),
     "forest": ("regression", "classification", "forecast"),
@@ -203,7 +206,7 @@ PRESET_TASKS: dict[str, tuple[Task, ...]] = {
 DEFAULT_PRESET: dict[str, str] = {
     "regression": "linear",
     "classification": "logistic",
-    "anomaly": "halfspace",
+    "anomaly": "robust",
     "forecast": "linear",
 }
 ParamValue = StrictBool | StrictInt | StrictFloat | str

@@ -11,6 +11,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from edgeml.core.messages import Outgoing
 from edgeml.records import Label
 
 __all__ = [
@@ -170,6 +171,9 @@ class Batch:
     prune_before: float | None = None
     # The transport's opaque ack token of every message the batch accounts for.
     acks: list[Any] = field(default_factory=list)
+    # Messages that may go out only once the batch is committed (anomaly episodes: a kill
+    # between publish and commit would announce them again after the restart).
+    after_commit: list[Outgoing] = field(default_factory=list)
     first_added: float = 0.0
     number: int = 0  # batches are numbered in the order they are taken
 

@@ -32,6 +32,8 @@ from edgeml.core.homeassistant_state import StateTopics
 from edgeml.core.messages import (
     Outgoing,
     drift_message,
+    episode_fields,
+    episode_messages,
     event_message,
     prediction_message,
     prediction_topic,
@@ -40,7 +42,7 @@ from edgeml.core.models import LiveModels, SeriesKey, pickled, snapshot_row, sum
 from edgeml.core.rejects import RejectTally
 from edgeml.learn import Learner, snapshot
 from edgeml.logs import RateLimitedLog
-from edgeml.records import Delivery, ModelEvent, Outcome, Reject, Request, Sample
+from edgeml.records import Delivery, Episode, ModelEvent, Outcome, Reject, Request, Sample
 
 __all__ = ["Engine", "NeedsLearner"]
 
@@ -91,7 +93,6 @@ class Engine:
         self.requests: list[tuple[SeriesKey, Request]] = []
         self._topic_prefix = f"{cfg.mqtt.topic_prefix}/{cfg.node.id}"
         self._warn = RateLimitedLog(log)
-        # Home Assistant's rate-limited state topics and per-key event topics (when enabled).
         self.ha = StateTopics(cfg) if cfg.homeassistant.enabled else None
 
     # -- start-up -------------------------------------------------------------------
@@ -222,24 +223,21 @@ class Engine:
         if stream.publish == "all" and outcome.y_pred is not None:
             topic = prediction_topic(self._topic_prefix, sample.stream, sample.key)
             out.append(Outgoing(topic, prediction_message(outcome)))
-        if outcome.alert and stream.publish != "none":
-            self._alert(outcome, out)
+        if outcome.episode is not None:
+            self._episode(outcome, outcome.episode, publish=stream.publish != "none")
         if outcome.drift is not None:
             ev = asdict(outcome.drift)
             self.batch.events.append(
                 EventRow(ev["ts"], "drift", ev["stream"], ev["key"], ev["seq"], json.dumps(ev))
             )
-            payload = drift_message(outcome.drift)
-            out.append(Outgoing(self.cfg.events_topic, payload, 1))
-            if self.ha is not None:
-                out.append(self.ha.event(sample.stream, sample.key, payload))
+            out.append(Outgoing(self.cfg.events_topic, drift_message(outcome.drift), 1))
             log.info("drift_detected", model_version=outcome.model_version, **ev)
+        if self.ha is not None:
+            self.ha.observe(sk, outcome, learner, time.monotonic(), out)
         for event in outcome.events:
             self._model_event(learner, event, out)
         if outcome.request is not None:
             self.requests.append((sk, outcome.request))
-        if self.ha is not None:
-            self.ha.observe(sk, outcome, learner, time.monotonic(), out)
 
     def _process(self, learner: Learner, sample: Sample, seq: int) -> Outcome:
         """Test-then-train one sample. An error River raises on it costs that reading its
@@ -260,12 +258,15 @@ class Engine:
             )
             return Outcome(sample, seq, None, None, learner.model_version)
 
-    def _alert(self, outcome: Outcome, out: list[Outgoing]) -> None:
+    def _episode(self, outcome: Outcome, ep: Episode, publish: bool) -> None:
+        """Record an anomaly episode's announcement; its messages go out once it is
+        committed, so a kill before the commit cannot announce it twice.
+        """
         s = outcome.sample
-        fields = {"stream": s.stream, "key": s.key, "seq": outcome.seq, "ts": s.ts,
-                  "score": outcome.y_pred, "x": s.x,
-                  "model_version": outcome.model_version}  # fmt: skip
-        self._event("anomaly", fields, out, f"{self._topic_prefix}/{s.stream}/{s.key}/anomaly")
+        fields = episode_fields(ep, s.stream, s.key, outcome.seq, s.ts, outcome.model_version)
+        self._record("anomaly", fields)
+        if publish and ep.published:
+            self.batch.after_commit += episode_messages(self._topic_prefix, ep, fields)
         log.info("anomaly", **fields)
 
     def _model_event(self, lr: Learner, ev: ModelEvent, out: list[Outgoing]) -> None:
@@ -300,14 +301,21 @@ class Engine:
         self, kind: str, fields: dict[str, Any], out: list[Outgoing], topic: str | None = None
     ) -> None:
         """Store an event and publish it (on the events topic unless another is given)."""
-        self.batch.events.append(
-            EventRow(fields["ts"], kind, fields["stream"], fields["key"], fields["seq"],
-                     json.dumps(fields))
-        )  # fmt: skip
+        self._record(kind, fields)
         payload = event_message(kind, fields)
         out.append(Outgoing(topic or self.cfg.events_topic, payload, 1))
         if self.ha is not None and fields["key"] is not None:
             out.append(self.ha.event(fields["stream"], fields["key"], payload))
+
+    def create(self, stream: str, key: str) -> None:
+        """A model for a key that has none yet (a bundle imported for a new device)."""
+        self._learner(stream, key)
+        self._evict_excess()
+
+    def _record(self, kind: str, fields: dict[str, Any]) -> None:
+        row = EventRow(fields["ts"], kind, fields["stream"], fields["key"], fields["seq"],
+                       json.dumps(fields))  # fmt: skip
+        self.batch.events.append(row)
 
     def _learner(self, stream: str, key: str) -> Learner:
         learner, sid = self.models.get(stream, key)

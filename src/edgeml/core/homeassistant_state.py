@@ -17,7 +17,7 @@ from typing import Any
 
 from edgeml.config import Config
 from edgeml.core.homeassistant import key_topic
-from edgeml.core.messages import Outgoing
+from edgeml.core.messages import Outgoing, drift_message
 from edgeml.core.models import SeriesKey
 from edgeml.learn import Learner
 from edgeml.records import Outcome
@@ -42,7 +42,11 @@ class StateTopics:
     def observe(
         self, sk: SeriesKey, outcome: Outcome, learner: Learner, now: float, out: list[Outgoing]
     ) -> None:
-        """A reading of `sk` was learned: send its state now, or hold it until due."""
+        """A reading of `sk` was learned: send its state now, or hold it until due (and its
+        drift, if it caused one, on the key's event topic).
+        """
+        if outcome.drift is not None:  # the key's events go to its own topic too
+            out.append(self.event(sk[0], sk[1], drift_message(outcome.drift)))
         value = outcome.forecast[0] if outcome.forecast else outcome.y_pred
         self.pending[sk] = (learner, value, outcome.sample.ts)
         if now - self.sent_at.get(sk, -math.inf) >= self.interval:

@@ -6,12 +6,14 @@ import json
 from dataclasses import asdict
 from typing import Any, NamedTuple
 
-from edgeml.records import DriftEvent, Outcome
+from edgeml.records import DriftEvent, Episode, Outcome
 
 __all__ = [
     "EVENT_TYPES",
     "Outgoing",
     "drift_message",
+    "episode_fields",
+    "episode_messages",
     "event_message",
     "prediction_message",
     "prediction_topic",
@@ -86,3 +88,27 @@ def event_message(kind: str, fields: dict[str, Any]) -> bytes:
 
 def drift_message(event: DriftEvent) -> bytes:
     return event_message("drift_detected", asdict(event))
+
+
+def episode_fields(
+    ep: Episode, stream: str, key: str, seq: int, ts: float, model_version: int
+) -> dict[str, Any]:
+    """An anomaly episode's announcement as stored (`edgeml events`) and published."""
+    return {"stream": stream, "key": key, "seq": seq, "ts": ts, "type": ep.type, "id": ep.id,
+            "start_ts": ep.start_ts, "end_ts": ep.end_ts, "count": ep.count,
+            "max_score": round(ep.max_score, 4), "severity": ep.severity,
+            "max_severity": round(ep.max_severity, 3), "field": ep.field,
+            "published": ep.published, "model_version": model_version}  # fmt: skip
+
+
+def episode_messages(prefix: str, ep: Episode, fields: dict[str, Any]) -> list[Outgoing]:
+    """`<prefix>/<stream>/<key>/anomaly` (new, update, end) and, when an episode begins or
+    ends, the retained `.../anomaly/state` ON or OFF (what Home Assistant's binary sensor
+    shows after a restart).
+    """
+    topic = f"{prefix}/{fields['stream']}/{fields['key']}/anomaly"
+    out = [Outgoing(topic, event_message("anomaly", fields), 1)]
+    if ep.type != "update":
+        state = b"ON" if ep.type == "new" else b"OFF"
+        out.append(Outgoing(f"{topic}/state", state, 1, retain=True))
+    return out

@@ -57,9 +57,17 @@ async def _apply(
     out: list[Outgoing],
     flush: Callable[[Engine], Awaitable[None]],
 ) -> str:
+    if cmd.kind == "snapshot":
+        # `models export` asks first, so a bundle holds each model as it is now.
+        taken = engine.add_snapshots("export")
+        await flush(engine)
+        return f"{taken} models snapshotted"
     sk = (cmd.stream, cmd.key)
     if cmd.stream not in engine.streams:
         raise CommandError(f"no stream {cmd.stream!r} in the running config")
+    if sk not in engine.series and cmd.kind == "import":
+        # Seeding a new device with a trained model: the key starts with it.
+        engine.create(cmd.stream, cmd.key)
     sid = engine.series.get(sk)
     if sid is None:
         raise CommandError(f"{cmd.stream}/{cmd.key} has no model yet")

@@ -322,6 +322,7 @@ class Daemon:
                 # Only now, with the batch committed, may the source forget these messages.
                 for token in batch.acks:
                     self.transport.ack(token)
+                self._send(batch.after_commit)
             finally:
                 self._batches.task_done()
 

@@ -14,28 +14,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from edgeml.config import AlertConfig
+from edgeml.records import Episode
 
-__all__ = ["Episode", "EpisodeTracker"]
-
-EpisodeType = Literal["new", "update", "end"]
-
-
-@dataclass(frozen=True, slots=True)
-class Episode:
-    """One announcement of an episode; `published` False: recorded, not sent (the key's
-    cooldown or the stream's `max_per_hour` held it back).
-    """
-
-    type: EpisodeType
-    id: int  # the seq of the episode's first flagged reading
-    start_ts: float
-    end_ts: float | None  # the time of its last flagged reading, once it has ended
-    count: int  # flagged readings so far
-    max_score: float
-    max_severity: float  # 1 = at the detector's threshold
-    severity: str  # the level of `max_severity`, a name from `[stream.alert] severity`
-    field: str | None  # the field that fired at the worst reading
-    published: bool
+__all__ = ["EpisodeTracker", "level_of"]
 
 
 @dataclass(slots=True)
@@ -121,7 +102,7 @@ class EpisodeTracker:
         return True
 
     @staticmethod
-    def _say(kind: EpisodeType, ep: _Open, end_ts: float | None) -> Episode:
+    def _say(kind: Literal["new", "update", "end"], ep: _Open, end_ts: float | None) -> Episode:
         return Episode(kind, ep.id, ep.start_ts, end_ts, ep.count, ep.max_score,
                        ep.max_severity, ep.level or "", ep.field, ep.published)  # fmt: skip
 

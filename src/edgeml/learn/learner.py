@@ -9,12 +9,13 @@ from typing import Any
 from river import drift
 
 from edgeml.config import StreamConfig
+from edgeml.learn.anomaly_task import Anomaly
 from edgeml.learn.challenger import Challenger
 from edgeml.learn.presets import build_model
-from edgeml.learn.tasks import Prediction, Task, make_task, usable
+from edgeml.learn.tasks import TASKS, Prediction, Task, usable
 from edgeml.records import DriftEvent, ModelEvent, Outcome, Request, Sample
 
-__all__ = ["Learner"]
+__all__ = ["Learner", "make_task"]
 
 # A warm start takes at least this many samples: right after a detection ADWIN's window
 # can be a handful, too few to fit anything.
@@ -22,6 +23,11 @@ WARM_MIN = 50
 # A model that diverges again within this many scored readings of being installed is
 # restored under its own number (see Learner._diverged).
 GUARD_QUIET = 100
+
+
+def make_task(stream: StreamConfig) -> Task:
+    """The task object of a stream: how to predict, score, learn and report its metrics."""
+    return Anomaly(stream) if stream.task == "anomaly" else TASKS[stream.task](stream)
 
 
 class Learner:
@@ -82,6 +88,10 @@ class Learner:
         missing = [name for name in cls._STATE if name not in state]
         if missing:
             raise ValueError(f"snapshot lacks {', '.join(missing)}")
+        if stream.task == "anomaly" and not hasattr(state["model"], "judge_one"):
+            # A QuantileFilter of an edgeml before the self-calibrated detectors: with drift
+            # retrains gone it would never be replaced. A fresh detector learns the log again.
+            raise ValueError("snapshot holds an anomaly detector of an older edgeml")
         learner = cls(stream, key)
         for name in cls._STATE:
             setattr(learner, name, state[name])
@@ -113,27 +123,50 @@ class Learner:
             return self._diverged(sample, seq, p.value)
         loss = task.loss(p, sample)
         task.score(p, sample)
-        alert = task.alert(p, sample)
+        episode = task.episode(p, sample, seq, self.stream.alert)
         events: list[ModelEvent] = []
-        ch = self.challenger
-        if ch is not None and x is not None:
-            cp = task.predict(ch.model, x)
-            if cp.value is not None and not usable(cp.value):
-                # A diverged challenger is no contender: it could never be judged.
-                figures = {**ch.figures(), "detail": "diverged prediction"}
-                self.challenger = ch = None
-                events.append(self._event("challenger_dropped", sample.ts, seq, figures))
-            else:
-                ch_loss = task.loss(cp, sample)
-                if loss is not None and ch_loss is not None:
-                    ch.observe(loss, ch_loss)
-                task.learn(ch.model, x, sample)
+        if self.challenger is not None and x is not None:
+            self._shadow(x, sample, seq, loss, events)
         if x is not None:
             task.learn(self.model, x, sample)
         task.observe(sample)
         forecast = task.forecast(self.model, sample)
         detected = self._watch(sample, seq, loss)
-        request = None
+        request = self._judge(sample, seq, detected, events)
+        return Outcome(sample, seq, p.value, loss, version, label=p.label, flag=p.flag,
+                       episode=episode, forecast=forecast, drift=detected,
+                       events=tuple(events), request=request)  # fmt: skip
+
+    def _shadow(
+        self,
+        x: dict[str, float],
+        sample: Sample,
+        seq: int,
+        loss: float | None,
+        events: list[ModelEvent],
+    ) -> None:
+        """The challenger in its grace period predicts and learns the same sample."""
+        task, ch = self.task, self.challenger
+        assert ch is not None
+        cp = task.predict(ch.model, x)
+        if cp.value is not None and not usable(cp.value):
+            # A diverged challenger is no contender: it could never be judged.
+            figures = {**ch.figures(), "detail": "diverged prediction"}
+            self.challenger = None
+            events.append(self._event("challenger_dropped", sample.ts, seq, figures))
+            return
+        ch_loss = task.loss(cp, sample)
+        if loss is not None and ch_loss is not None:
+            ch.observe(loss, ch_loss)
+        task.learn(ch.model, x, sample)
+
+    def _judge(
+        self, sample: Sample, seq: int, detected: DriftEvent | None, events: list[ModelEvent]
+    ) -> Request | None:
+        """The challenger's verdict, or what to ask the store for: a challenger after a
+        drift, or on the retraining schedule.
+        """
+        ch = self.challenger
         if ch is not None:
             verdict = ch.verdict(self.stream.retrain.grace)
             if verdict == "promote":
@@ -143,23 +176,11 @@ class Learner:
                 events.append(self._event("challenger_dropped", sample.ts, seq, ch.figures()))
         elif detected is not None and self.stream.retrain.policy != "none":
             width = detected.width
-            request = Request("challenger", "drift", seq, self._warm_start(width), drift=detected)
-        if request is None and self.challenger is None and self._scheduled(sample.ts):
-            request = Request("challenger", "schedule", seq, self.stream.retrain.max_warm_start)
-        return Outcome(
-            sample,
-            seq,
-            p.value,
-            loss,
-            version,
-            label=p.label,
-            flag=p.flag,
-            alert=alert,
-            forecast=forecast,
-            drift=detected,
-            events=tuple(events),
-            request=request,
-        )
+            return Request("challenger", "drift", seq, self._warm_start(width), drift=detected)
+        judged = self.task.judged_by_loss or self.stream.retrain.policy == "reset"
+        if self.challenger is None and judged and self._scheduled(sample.ts):
+            return Request("challenger", "schedule", seq, self.stream.retrain.max_warm_start)
+        return None
 
     def _watch(self, sample: Sample, seq: int, loss: float | None) -> DriftEvent | None:
         """Feed ADWIN the champion's loss once it is past its warm-up; a rising error is drift."""

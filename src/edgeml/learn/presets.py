@@ -13,6 +13,7 @@ from typing import Any
 from river import anomaly, compose, forest, linear_model, preprocessing, tree
 
 from edgeml.config import StreamConfig
+from edgeml.learn.robust import CalibratedHalfSpace, RobustZ
 
 __all__ = ["build_model", "estimator_class", "estimator_of"]
 
@@ -33,12 +34,12 @@ def _bare(est: Any, _: StreamConfig) -> Any:
     return est
 
 
-def _halfspace(est: Any, stream: StreamConfig) -> Any:
-    # HalfSpaceTrees scores 0 for everything unless features are in [0, 1]; the quantile
-    # filter flags scores above the running quantile and keeps anomalies out of learning.
-    return anomaly.QuantileFilter(
-        compose.Pipeline(preprocessing.MinMaxScaler(), est), q=stream.anomaly.quantile
-    )
+def _halfspace(est: Any, _: StreamConfig) -> Any:
+    # HalfSpaceTrees scores 0 for everything unless features are in [0, 1]: robustly scaled
+    # (rolling median/MAD, which forgets, where MinMaxScaler never did) and squashed into them;
+    # its score flagged by the same self-calibrated threshold as `robust`, every reading
+    # learned (the old QuantileFilter flagged a fixed share and kept flagged readings out).
+    return CalibratedHalfSpace(est)
 
 
 # A forecaster predicts the change from the last value: on a smooth sensor series SGD on raw
@@ -56,6 +57,7 @@ _RECIPES: dict[tuple[str, str], _Recipe] = {
     ("forest", "regression"): _Recipe(forest.ARFRegressor, {"n_models": 3, "seed": 42}, _scaled),
     ("forest", "forecast"): _Recipe(forest.ARFRegressor, {"n_models": 3, "seed": 42}, _scaled),
     ("forest", "classification"): _Recipe(forest.ARFClassifier, {"n_models": 3, "seed": 42}, _bare),
+    ("robust", "anomaly"): _Recipe(RobustZ, {}, _bare),
     ("halfspace", "anomaly"): _Recipe(
         anomaly.HalfSpaceTrees,
         {"n_trees": 10, "height": 8, "window_size": 250, "seed": 42},

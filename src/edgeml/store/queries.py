@@ -13,7 +13,14 @@ from typing import Any
 from edgeml.errors import StoreError
 from edgeml.store.schema import SCHEMA_VERSION
 
-__all__ = ["PROMOTIONS", "STALE_AFTER_S", "connect_readonly", "read_events", "read_status"]
+__all__ = [
+    "EVENT_KINDS",
+    "PROMOTIONS",
+    "STALE_AFTER_S",
+    "connect_readonly",
+    "read_events",
+    "read_status",
+]
 
 # A daemon whose heartbeat is older than this is reported as not running.
 STALE_AFTER_S = 10.0
@@ -118,8 +125,9 @@ def _stream_status(conn: sqlite3.Connection, now: float) -> list[dict[str, Any]]
     anomalies = {
         (r[0], r[1]): r[2]
         for r in conn.execute(
+            # Episodes that began in the last hour (an alert before episodes had no type).
             "SELECT stream, key, count(*) FROM events WHERE kind = 'anomaly' AND ts >= ?"
-            " GROUP BY stream, key",
+            " AND COALESCE(json_extract(data, '$.type'), 'new') = 'new' GROUP BY stream, key",
             (now - 3600,),
         )
     }
@@ -145,6 +153,18 @@ def _stream_status(conn: sqlite3.Connection, now: float) -> list[dict[str, Any]]
     ]
 
 
+# Every kind of event the daemon records (`edgeml events --kind`).
+EVENT_KINDS = (
+    "drift",
+    "retrain",
+    "promotion",
+    "import",
+    "rollback",
+    "challenger_dropped",
+    "guard",
+    "anomaly",
+    "reject",
+)
 # `edgeml events --kind promotion` means every kind of event that makes a new model version.
 PROMOTIONS = ("promotion", "import", "rollback")
 

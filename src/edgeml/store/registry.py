@@ -194,6 +194,17 @@ def send_command(
     return command_id
 
 
+def snapshot_now(db: Path) -> bool:
+    """Ask a running daemon to snapshot every model that learned since its last snapshot, and
+    wait until it has; False when no daemon is running (the stored snapshots are the newest:
+    a daemon snapshots every model when it stops).
+    """
+    if not read_status(db)["daemon"]["running"]:
+        return False
+    result = wait_for_result(db, send_command(db, "snapshot", "*", "*", {}))
+    return result is not None and result[0] == "done"
+
+
 def wait_for_result(db: Path, command_id: int, timeout: float = 5.0) -> tuple[str, str] | None:
     """The command's (status, result) once the running daemon has applied it; None if no
     daemon is running (it will be applied at the next start) or it did not answer in time.

@@ -17,7 +17,7 @@ from edgeml.errors import EdgemlError
 from edgeml.records import Reject, Sample
 from edgeml.transport.mqtt import client_for
 
-__all__ = ["ReplayResult", "parse_speed", "replay", "rows", "topic_for"]
+__all__ = ["ReplayResult", "parse_speed", "replay", "rows", "time_column_ignored", "topic_for"]
 
 # QoS 1 messages in flight at once (packet ids must not wrap; see API_NOTES).
 _WINDOW = 500
@@ -87,6 +87,21 @@ def rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
             yield reader.line_num, {h: _cell(c) for h, c in zip(header, cells, strict=True)}
 
 
+# Column names that hold a reading's time in most exports.
+_TIME_NAMES = ("timestamp", "time", "ts", "date", "datetime", "Time")
+
+
+def time_column_ignored(stream: StreamConfig, path: Path) -> str | None:
+    """A CSV column that looks like the rows' time while the stream reads none (the daemon
+    would stamp each row with its arrival time instead); None when there is no such problem.
+    """
+    if stream.timestamp is not None:
+        return None
+    with path.open(newline="", encoding="utf-8", errors="replace") as handle:
+        header = next(csv.reader(handle), [])
+    return next((h for h in header if h in _TIME_NAMES), None)
+
+
 def topic_for(stream: StreamConfig, key: str | None) -> str:
     """A concrete topic the stream's filter matches, with the device key at its level."""
     levels = stream.topic.split("/")
@@ -110,6 +125,11 @@ async def replay(
     """Publish every row that the stream's decoder accepts; report the others by line."""
     if stream.key_level is not None and key is None:
         raise EdgemlError(f"stream {stream.name!r} takes its key from the topic: give --key")
+    if speed is not None and stream.timestamp is None:
+        raise EdgemlError(
+            f"--speed {speed:g}x keeps the rows' own spacing, and stream {stream.name!r} has no "
+            "`timestamp` field to read it from: set one in its config, or give --speed max"
+        )
     decoder = Decoder(stream, cfg.mqtt.max_payload_bytes)
     topic = topic_for(stream, key)
     result = ReplayResult()
