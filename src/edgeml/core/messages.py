@@ -69,6 +69,7 @@ def prediction_message(outcome: Outcome) -> bytes:
 
 # An event's `event_type`: its kind as `edgeml events` lists it (what a Home Assistant event
 # entity fires). The payload keeps `event` as it was; `event_type` was added beside it.
+# EVENT_TYPES: those of a model (HA's Model events entity); episodes have their own entity.
 EVENT_TYPES = (
     "drift",
     "retrain",
@@ -77,7 +78,6 @@ EVENT_TYPES = (
     "rollback",
     "import",
     "guard",
-    "anomaly",
 )
 _EVENT_TYPE = {"drift_detected": "drift"}
 
