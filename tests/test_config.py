@@ -514,6 +514,19 @@ def test_world_readable_config_without_password_does_not_warn(tmp_path: Path) ->
     assert warnings_for(load(path)) == []
 
 
+def test_anomaly_keys_of_an_earlier_edgeml_are_named_as_ignored(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        '[[stream]]\nname = "v"\ntopic = "v/+"\ntask = "anomaly"\n'
+        'anomaly = { quantile = 0.99, cooldown = "60s", warmup = 100 }\n',
+    )
+    warnings = [w for w in warnings_for(load(path)) if "stream.0.anomaly" in w]
+    assert len(warnings) == 2
+    assert "stream.0.anomaly.quantile is ignored" in warnings[0]
+    assert "stream.0.anomaly.cooldown is ignored" in warnings[1]
+    assert "[stream.alert] cooldown" in warnings[1]
+
+
 def test_local_broker_with_risky_settings_warns(tmp_path: Path) -> None:
     conf = write(tmp_path, "listener 1883\npersistence false\nmax_queued_messages 1000\n", "m.conf")
     warnings = config._local_broker_warnings(conf)

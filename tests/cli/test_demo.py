@@ -3,12 +3,32 @@ a challenger promoted, the vibration spikes flagged."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from edgeml.cli.app import app
 from edgeml.cli.demo import run_demo
 from edgeml.store.queries import read_events, read_status
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def capture(page: str, name: str) -> list[str]:
+    """The lines of a documented capture (scripts/captures.py writes them)."""
+    text = (ROOT / page).read_text()
+    block = text.split(f"<!-- capture: {name} -->\n```\n", 1)[1].split("\n```", 1)[0]
+    return block.splitlines()
+
+
+def shape(line: str) -> str:
+    """A line with its numbers, times and paths masked: what must not drift from the docs."""
+    line = line.replace(".venv/bin/edgeml", "edgeml")  # as `make demo` names it
+    line = re.sub(r"/\S+", "PATH", line)
+    line = re.sub(r"\d+(\.\d+)?", "N", line)
+    return " ".join(line.split())
 
 
 @pytest.mark.parametrize("broker", [None, "embedded"], ids=["mosquitto", "amqtt"])
@@ -44,3 +64,25 @@ async def test_demo_detects_the_injected_change(tmp_path: Path, broker: str | No
     assert any(line.lstrip().startswith("boiler/dev1: mean absolute error") for line in lines)
     assert f"report: {tmp_path / 'report.html'}   (open it in a browser)" in lines
     assert (tmp_path / "report.html").read_text().count("Plotly.newPlot(") == 6
+    if broker is None:
+        check_captures(lines, tmp_path)
+
+
+def check_captures(lines: list[str], state: Path) -> None:
+    """The README's demo capture and the status capture keep the real output's shape: a
+    column, a line or a word that changed is regenerated with scripts/captures.py.
+    """
+    documented = capture("README.md", "demo")
+    progress = {shape(x) for x in lines if re.match(r"\s*\d+\.\ds ", x)}
+    assert progress == {shape(x) for x in documented if re.match(r"\s*\d+\.\ds ", x)}
+    for start in ("broker", "injecting a concept", "drift detected", "injecting a vibration",
+                  "summary:", "state and config:", "report:", "in a terminal:"):  # fmt: skip
+        real = [shape(x) for x in lines if x.startswith(start)]
+        doc = [shape(x) for x in documented if x.startswith(start)]
+        assert real[:1] == doc[:1], (start, real, doc)
+    r = CliRunner().invoke(app, ["status", "-c", str(state / "config.toml")], prog_name="edgeml")
+    real_status = r.stdout.splitlines()
+    doc_status = capture("docs/cli.md", "status")
+    header = next(x for x in doc_status if x.startswith("stream/key"))
+    assert header.split() == next(x for x in real_status if x.startswith("stream/key")).split()
+    assert shape(doc_status[1]) == shape(real_status[1])  # received ... learned ... rejected

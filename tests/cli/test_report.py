@@ -184,7 +184,7 @@ def test_plot_command(state: Path) -> None:
     r = runner.invoke(app, ["plot", "vibration/dev2", "-c", config, "--width", "100"])
     assert r.exit_code == 0, r.output
     assert "vibration/dev2: mean anomaly score" in r.stdout
-    assert "x flagged (" in r.stdout
+    assert "x flagged readings (" in r.stdout
     r = runner.invoke(app, ["plot", "boiler/nokey", "-c", config])
     assert r.exit_code == 1 and "boiler/nokey: no such stream/key" in r.stderr
     r = runner.invoke(app, ["plot", "boiler", "-c", config])

@@ -241,8 +241,10 @@ def _summary(r: DemoResult, say: Callable[[str], None]) -> None:
             f"{r.promoted_at}: version 1 -> 2")  # fmt: skip
     else:
         say("         the challenger did not beat the champion within its grace period")
+    others = r.alerts - r.caught
     say(f"         {len(r.spikes)} vibration spikes injected on {SPIKING}: {r.caught} anomaly "
-        f"episodes; {r.alerts - r.caught} others (see `edgeml events --kind anomaly`)")  # fmt: skip
+        f"episodes; {others} other{'' if others == 1 else 's'} "
+        "(see `edgeml events --kind anomaly`)")  # fmt: skip
 
 
 async def _simulate(

@@ -63,7 +63,7 @@ def render(h: History, width: int = 80, height: int = 20, colour: bool = True) -
     kinds = [k for k in MARK_COLOURS if any(m.kind == k for m in h.marks)]
     legend = [f"| {k} ({MARK_COLOURS[k]})" for k in kinds]
     if flagged:
-        legend.append(f"x flagged ({sum(b.flagged for b in h.buckets)} anomalies)")
+        legend.append(f"x flagged readings ({sum(b.flagged for b in h.buckets)})")
     if legend:
         lines.append("  ".join(legend))
     for m in h.marks[-_LISTED:]:

@@ -222,7 +222,7 @@ def build(
     else:
         parts.append(
             "<table><tr><th>stream/key</th><th>task</th><th>model</th><th>readings</th>"
-            "<th>metrics now</th><th>drifts</th><th>new versions</th><th>anomalies</th></tr>"
+            "<th>metrics now</th><th>drifts</th><th>new versions</th><th>flagged readings</th></tr>"
             + "".join(_summary_row(h, metrics.get((h.stream, h.key), {})) for h in histories)
             + "</table>"
         )

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from edgeml.config.model import Config
+from edgeml.config.model import Config, StreamConfig
 from edgeml.errors import ConfigError
 
 __all__ = ["load", "warnings_for"]
@@ -106,8 +106,24 @@ def warnings_for(cfg: Config) -> list[str]:
                 f"{cfg.source} holds mqtt.password and is world-readable: "
                 f"chmod o-r {cfg.source} (or use mqtt.password_file)"
             )
+    for i, stream in enumerate(cfg.stream):
+        out.extend(_anomaly_warnings(cfg.source, i, stream))
     if cfg.mqtt.host in ("localhost", "127.0.0.1", "::1"):
         out.extend(_local_broker_warnings(Path("/etc/mosquitto/mosquitto.conf"), cfg.mqtt.port))
+    return out
+
+
+def _anomaly_warnings(source: Path, i: int, stream: StreamConfig) -> list[str]:
+    """Keys that an earlier edgeml used and this one ignores."""
+    where, given = f"{source}: stream.{i}.anomaly", stream.anomaly.model_fields_set
+    out = []
+    if "quantile" in given:
+        out.append(f"{where}.quantile is ignored: the detectors calibrate their own threshold")
+    if "cooldown" in given:
+        out.append(
+            f"{where}.cooldown is ignored: alerts are episodes now; [stream.alert] cooldown "
+            "holds back the next episode of a key after one ends"
+        )
     return out
 
 

@@ -107,7 +107,9 @@ def _read(
         width = (last - first) / points or 1.0
         rows = conn.execute(
             "SELECT s.series, min(CAST((s.ts - ?) / ? AS INTEGER), ?) AS b, count(*),"
-            " avg(p.error), sum(coalesce(p.flag, 0)),"
+            # An anomaly prediction has a flag and no loss: its score is the line drawn.
+            " avg(coalesce(p.error, CASE WHEN p.flag IS NOT NULL THEN p.y_pred END)),"
+            " sum(coalesce(p.flag, 0)),"
             " sum(CASE WHEN s.label IN ('true', '1') THEN 1 ELSE 0 END)"
             f" FROM samples s JOIN predictions p ON p.seq = s.seq"
             f" WHERE s.series IN ({marks}) AND s.ts >= ?"
