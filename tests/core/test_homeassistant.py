@@ -89,7 +89,7 @@ def test_every_config_validates_and_unique_ids_are_unique(tmp_path: Path) -> Non
     house = next(d for d in docs.values() if d["device"].get("name") == "ahead house")
     assert "state_class" not in house["cmps"]["value"]  # a forecast is not a measurement
     value = next(d for d in docs.values() if d["device"].get("name") == "temp a_b")["cmps"]
-    assert value["value"]["unit_of_measurement"] == "°C"
+    assert value["value"]["unit_of_measurement"] == value["error"]["unit_of_measurement"] == "°C"
     assert value["value"]["state_class"] == "measurement"
     assert value["model_version"]["enabled_by_default"] is False
     assert value["events"]["state_topic"] == "edgeml/n-1/temp/a_b/event"

@@ -249,15 +249,18 @@ class Discovery:
 
 def _diagnostics(stream: StreamConfig, state: str) -> dict[str, dict[str, Any]]:
     """The error (enabled), model version and last reading (disabled by default) sensors."""
+    error = {
+        "platform": "sensor",
+        "name": _ERROR_NAME[stream.task],
+        "state_topic": state,
+        "value_template": "{{ value_json.error }}",
+        "state_class": "measurement",
+        "entity_category": "diagnostic",
+    }
+    if stream.task in ("regression", "forecast") and stream.homeassistant.unit is not None:
+        error["unit_of_measurement"] = stream.homeassistant.unit  # an error in the value's unit
     return {
-        "error": {
-            "platform": "sensor",
-            "name": _ERROR_NAME[stream.task],
-            "state_topic": state,
-            "value_template": "{{ value_json.error }}",
-            "state_class": "measurement",
-            "entity_category": "diagnostic",
-        },
+        "error": error,
         "model_version": {
             "platform": "sensor",
             "name": "Model version",
