@@ -163,6 +163,7 @@ _AVAILABILITY = {
         "additionalProperties": False,
     },
 }
+_AVAILABILITY_MODE = {"enum": ["all", "any", "latest"]}
 _DEVICE = {
     "type": "object",
     "required": ["identifiers"],
@@ -225,6 +226,7 @@ HA_DEVICE_SCHEMA = {
         "device": _DEVICE,
         "origin": _ORIGIN,
         "availability": _AVAILABILITY,
+        "availability_mode": _AVAILABILITY_MODE,
         "cmps": {
             "type": "object",
             "minProperties": 1,
@@ -252,6 +254,7 @@ HA_COMPONENT_SCHEMA = {
         "device": _DEVICE,
         "origin": _ORIGIN,
         "availability": _AVAILABILITY,
+        "availability_mode": _AVAILABILITY_MODE,
         **_ENTITY_KEYS,
     },
     "additionalProperties": False,

@@ -171,6 +171,7 @@ class Outcome:
     error: float | None
     model_version: int
     label: Label | None = None  # classification: the predicted class
+    proba: dict[Any, float] | None = None  # classification: the probability of each class
     flag: bool | None = None  # anomaly: above the threshold (after the warm-up)
     episode: Episode | None = None  # anomaly: an episode began, rose or ended
     forecast: tuple[float, ...] = ()  # forecast: the next `horizon` values

@@ -153,8 +153,12 @@ def test_ten_readings_a_second_for_65_s_make_three_states_then_the_last_one_when
     by_key = {k: [json.loads(o.payload) for o in out if f"/{k}/state" in o.topic] for k in "ab"}
     assert {k: len(v) for k, v in by_key.items()} == {"a": 3, "b": 3}
     assert [s["value"] for s in by_key["a"]] == [0, 300, 600]
-    assert all(o.retain and o.topic == f"edgeml/n-1/temp/{o.topic.split('/')[3]}/state"
-               for o in out)  # fmt: skip
+    assert all(o.retain for o in out)
+    # With its first state, each key says once that it is available.
+    assert [(o.topic, o.payload) for o in out if o.topic.endswith("/availability")] == [
+        ("edgeml/n-1/temp/a/availability", b"online"),
+        ("edgeml/n-1/temp/b/availability", b"online"),
+    ]
     # Nothing more until the interval has passed; then the newest value, once.
     out.clear()
     states.due(1000.0 + 64.9, out)
@@ -163,21 +167,27 @@ def test_ten_readings_a_second_for_65_s_make_three_states_then_the_last_one_when
     assert sorted(json.loads(o.payload)["value"] for o in out) == [649, 649]
     states.due(1000.0 + 200.0, out)
     assert len(out) == 2
-    assert {json.loads(o.payload)["value"] for o in states.states()} == {649}
-    last = json.loads(states.states()[0].payload)
+    # A re-announce: each key's availability, then its last state.
+    again = states.states()
+    assert [o.topic.rsplit("/", 1)[1] for o in again] == ["availability", "state"] * 2
+    last = json.loads(again[1].payload)
+    assert last["value"] == 649
     assert set(last) >= {"value", "error", "model_version", "samples", "last_seen"}
+    states.availability(("temp", "a"), False, out)
+    assert out[-1] == Outgoing("edgeml/n-1/temp/a/availability", b"offline", 1, True)
+    assert states.states()[0].payload == b"offline"
 
 
-def test_events_carry_event_type_and_go_to_the_key_topic_too(tmp_path: Path) -> None:
+def test_events_carry_event_type_and_a_reading_its_state(tmp_path: Path) -> None:
     cfg = config(tmp_path)
     engine = Engine(cfg, 1, {}, {})
     out: list[Outgoing] = []
     body = json.dumps({"h": 1, "t": 3, "dev": "k1"}).encode()
     engine.handle(Delivery("sensors/x/telemetry", body, 0.0, None, None), out)
     engine.promote("temp", "k1", engine.learners[("temp", "k1")].model, 2, "rollback", out)
-    events = [o for o in out if o.topic == "edgeml/n-1/events"]
-    per_key = [o for o in out if o.topic == "edgeml/n-1/temp/k1/event"]
-    assert len(events) == len(per_key) == 1 and events[0].payload == per_key[0].payload
-    doc = json.loads(events[0].payload)
-    assert doc["event"] == "rollback" and doc["event_type"] == "rollback"
-    assert [o.topic for o in out if o.topic.endswith("/state")] == ["edgeml/n-1/temp/k1/state"]
+    [event] = [json.loads(o.payload) for o in out if o.topic == "edgeml/n-1/events"]
+    assert event["event"] == "rollback" and event["event_type"] == "rollback"
+    assert [o.topic for o in out if o.retain] == [
+        "edgeml/n-1/temp/k1/availability",
+        "edgeml/n-1/temp/k1/state",
+    ]

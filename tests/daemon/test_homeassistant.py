@@ -4,9 +4,12 @@ announces.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from edgeml.config import load
+from edgeml.core.engine import Engine
+from edgeml.core.messages import Outgoing, event_message
 from edgeml.daemon.homeassistant import HomeAssistant
 from edgeml.transport.mqtt import Session
 
@@ -44,3 +47,27 @@ def test_online_schedules_one_announcement_within_the_delay_and_offline_none(
     for _ in range(20):  # more onlines never push the announcement later
         ha._on_status("homeassistant/status", b"online", False)
         assert ha._announce_at is not None and ha._announce_at <= first
+
+
+def test_a_keys_events_go_to_its_own_topic_and_silent_and_back_to_its_availability(
+    tmp_path: Path,
+) -> None:
+    ha = task(tmp_path, "")
+    engine = Engine(ha.cfg, 1, {}, {})
+    fields = {"stream": "temp", "key": "k1", "seq": None, "ts": 1.0}
+    out = [
+        Outgoing("edgeml/n1/temp/k1/prediction", b"{}"),
+        Outgoing("edgeml/n1/events", event_message("silent", fields), 1),
+        Outgoing("edgeml/n1/events", event_message("reject", {**fields, "key": None}), 1),
+        Outgoing("edgeml/n1/events", event_message("back", fields), 1),
+    ]
+    ha.mirror(engine, out)
+    extra = [(o.topic, o.payload, o.retain) for o in out[4:]]
+    assert [(t, json.loads(p)["event_type"]) for t, p, _ in extra if t.endswith("/event")] == [
+        ("edgeml/n1/temp/k1/event", "silent"),
+        ("edgeml/n1/temp/k1/event", "back"),
+    ]
+    assert [(p, r) for t, p, r in extra if t.endswith("/availability")] == [
+        (b"offline", True),
+        (b"online", True),
+    ]

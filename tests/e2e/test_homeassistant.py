@@ -327,3 +327,34 @@ async def test_every_new_connection_announces_again(tmp_path: Path, broker: Brok
         assert list(await retained(broker, f"edgeml/{cfg.node.id}/+/+/state")) == [
             f"edgeml/{cfg.node.id}/temp/k1/state"
         ]
+
+
+async def test_a_silent_key_becomes_unavailable_and_available_again_when_it_is_back(
+    tmp_path: Path, broker: Broker
+) -> None:
+    stream = TEMP + 'silent_after = "1s"\n'
+    extra = ha(announce_delay_max="0s") + '[store]\nsummary_interval = "500ms"\n'
+    cfg = load_config(write_config(tmp_path, broker, stream, extra))
+    available = f"edgeml/{cfg.node.id}/temp/k1/availability"
+    event = f"edgeml/{cfg.node.id}/temp/k1/event"
+    async with running(cfg), watching(broker, available, event) as seen:
+        await publish_all(broker, [temp("k1", 1)])
+        configs = await configs_of(broker, 2)
+        # Every entity of the key: unavailable when edgeml is offline or the key is silent.
+        doc = device(configs, "temp k1")
+        assert doc["availability_mode"] == "all"
+        assert [a["topic"] for a in doc["availability"]] == [cfg.status_topic, available]  # type: ignore[union-attr]
+
+        def said(topic: str) -> list[bytes]:
+            """What was said, a repeat (the announcement's) counted once."""
+            out: list[bytes] = []
+            for s in seen:
+                if s.topic == topic and (not out or out[-1] != s.payload):
+                    out.append(s.payload)
+            return out
+
+        await wait_for(lambda: said(available) == [b"online", b"offline"], timeout=10)
+        await publish_all(broker, [temp("k1", 2)])
+        await wait_for(lambda: said(available) == [b"online", b"offline", b"online"])
+        await wait_for(lambda: len(said(event)) == 2)
+        assert [json.loads(p)["event_type"] for p in said(event)] == ["silent", "back"]

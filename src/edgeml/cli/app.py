@@ -168,7 +168,8 @@ def events(
         typer.Option(
             help="drift, retrain (a challenger starts), promotion (any new version, also "
             "import and rollback), challenger_dropped, guard (a diverged model), anomaly, "
-            "reject (payloads that did not decode: one event per stream a minute at most); "
+            "reject (payloads that did not decode: one event per stream a minute at most), "
+            "silent and back (a device stopped sending, and came back); "
             "repeat for several."
         ),
     ] = None,

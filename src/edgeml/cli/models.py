@@ -205,7 +205,10 @@ def retrain(
     ] = 500,
     config: ConfigOpt = Path("config.toml"),
 ) -> None:
-    """Train a fresh model on the newest samples and make it the champion (reason `manual`)."""
+    """Start a challenger trained on the newest samples: it shadows the champion for the
+    stream's grace period and replaces it only if its error is reliably lower (reason
+    `manual`; with retrain.policy = "reset" it replaces it at once).
+    """
     cfg = load_or_exit(config)
     from edgeml.store.registry import list_versions, send_command
 

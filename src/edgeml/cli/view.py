@@ -129,6 +129,7 @@ def _daemon_lines(d: dict[str, Any], now: float) -> list[RenderableType]:
             f"or crashed), last beat {ago(d['last_beat'], now)}  node {d['node']}"
         )
     return [
+        *_disk_line(d.get("disk"), now),
         Text.from_markup(health),
         Text.from_markup(
             f"received {d['received']}  learned {d['learned']}  "
@@ -136,6 +137,20 @@ def _daemon_lines(d: dict[str, Any], now: float) -> list[RenderableType]:
             + f"  rate {d['rate']:.1f}/s"
             + (f"  {per_sample:.0f} B written/sample" if per_sample else "")
         ),
+    ]
+
+
+def _disk_line(disk: dict[str, Any] | None, now: float) -> list[RenderableType]:
+    if not disk or disk["state"] != "full":
+        return []
+    free = disk["free_bytes"]
+    return [
+        Text.from_markup(
+            f"[red]disk full[/]: {disk['path']}  "
+            f"{'?' if free is None else f'{free / 2**20:.1f} MiB'} free  since "
+            f"{ago(disk['since'], now)}: not acknowledging (the broker keeps the readings), "
+            f"{disk['retries']} retries; resumes by itself when space returns"
+        )
     ]
 
 

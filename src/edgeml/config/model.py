@@ -226,12 +226,22 @@ class StreamConfig(_Frozen):
     params: dict[str, ParamValue] = Field(default_factory=dict)
     rolling_window: Annotated[StrictInt, Field(ge=1, le=1_000_000)] = 500
     publish: Literal["all", "anomalies", "none"] = "all"
+    # A key that sends nothing this long raises a `silent` event: a duration, "auto" (10 of
+    # its typical intervals, at least a minute) or "off".
+    silent_after: str = "auto"
     drift: DriftConfig = DriftConfig()
     retrain: RetrainConfig = RetrainConfig()
     anomaly: AnomalyConfig = AnomalyConfig()
     alert: AlertConfig = AlertConfig()
     forecast: ForecastConfig = ForecastConfig()
     homeassistant: StreamHomeAssistant = StreamHomeAssistant()
+
+    @field_validator("silent_after")
+    @classmethod
+    def _silent_after(cls, v: str) -> str:
+        if v not in ("auto", "off"):
+            parse_duration(v)
+        return v
 
     @field_validator("name")
     @classmethod
@@ -315,6 +325,9 @@ class StoreConfig(_Frozen):
     batch_size: Annotated[StrictInt, Field(ge=1, le=100_000)] = 500
     summary_interval: str = "2s"
     retention: str = "7d"
+    # Opt-in, and named for its risk: acknowledge a reading once its commit is written, before
+    # it is synced to storage. Faster on a slow card; a power cut can lose acknowledged readings.
+    ack_before_sync: StrictBool = False
 
     @field_validator("summary_interval", "retention")
     @classmethod

@@ -16,6 +16,7 @@ from typing import Any
 import structlog
 
 from edgeml.config import Config
+from edgeml.core import messages as msg
 from edgeml.core.batch import (
     Batch,
     EventRow,
@@ -29,17 +30,17 @@ from edgeml.core.batch import (
 from edgeml.core.decode import Decoder, parse
 from edgeml.core.dedup import Redeliveries
 from edgeml.core.homeassistant_state import StateTopics
-from edgeml.core.messages import (
-    Outgoing,
-    drift_message,
-    episode_fields,
-    episode_messages,
-    event_message,
-    prediction_message,
-    prediction_topic,
+from edgeml.core.messages import Outgoing
+from edgeml.core.models import (
+    LiveModels,
+    NeedsLearner,
+    SeriesKey,
+    pickled,
+    snapshot_row,
+    summary_row,
 )
-from edgeml.core.models import LiveModels, SeriesKey, pickled, snapshot_row, summary_row
 from edgeml.core.rejects import RejectTally
+from edgeml.core.silence import SilenceWatch
 from edgeml.learn import Learner, snapshot
 from edgeml.logs import RateLimitedLog
 from edgeml.records import Delivery, Episode, ModelEvent, Outcome, Reject, Request, Sample
@@ -50,14 +51,6 @@ log = structlog.get_logger("edgeml.pipeline")
 
 # One encoder for the hot path: json.dumps with any option builds a new encoder per call.
 _compact = json.JSONEncoder(separators=(",", ":")).encode
-
-
-class NeedsLearner(Exception):
-    """These stream/keys were evicted: read their snapshots back, then handle again."""
-
-    def __init__(self, keys: list[SeriesKey]) -> None:
-        super().__init__(keys)
-        self.keys = keys
 
 
 class Engine:
@@ -80,6 +73,7 @@ class Engine:
         self._batch_number = 0
         self.next_seq = next_seq
         self.redeliveries = Redeliveries(recent)
+        self.silence = SilenceWatch(self.streams)
         self.batch = Batch()
         self.rejects = RejectTally()
         self.learned = 0
@@ -172,6 +166,7 @@ class Engine:
     def _evict_excess(self) -> None:
         """Snapshot and unload the least recently used models beyond `max_live`."""
         for sk, lr in self.models.excess():
+            self.silence.forget(*sk)
             snap = snapshot_row(self.series[sk], lr, "evict")
             self.batch.snapshots.append(snap)
             self.unsnapped.discard(sk)
@@ -194,6 +189,9 @@ class Engine:
         self, sample: Sample, d: Delivery, fingerprint: int | None, out: list[Outgoing]
     ) -> None:
         stream = self.streams[sample.stream]
+        back = self.silence.seen(sample.stream, sample.key, d.arrival)
+        if back is not None:
+            self._event("back", back, out)
         sk = (sample.stream, sample.key)
         learner = self._learner(sample.stream, sample.key)
         seq = self.next_seq
@@ -221,8 +219,8 @@ class Engine:
         self.dirty.add(sk)
         self.unsnapped.add(sk)
         if stream.publish == "all" and outcome.y_pred is not None:
-            topic = prediction_topic(self._topic_prefix, sample.stream, sample.key)
-            out.append(Outgoing(topic, prediction_message(outcome)))
+            topic = msg.prediction_topic(self._topic_prefix, sample.stream, sample.key)
+            out.append(Outgoing(topic, msg.prediction_message(outcome)))
         if outcome.episode is not None:
             self._episode(outcome, outcome.episode, publish=stream.publish != "none")
         if outcome.drift is not None:
@@ -230,7 +228,7 @@ class Engine:
             self.batch.events.append(
                 EventRow(ev["ts"], "drift", ev["stream"], ev["key"], ev["seq"], json.dumps(ev))
             )
-            out.append(Outgoing(self.cfg.events_topic, drift_message(outcome.drift), 1))
+            out.append(Outgoing(self.cfg.events_topic, msg.drift_message(outcome.drift), 1))
             log.info("drift_detected", model_version=outcome.model_version, **ev)
         if self.ha is not None:
             self.ha.observe(sk, outcome, learner, time.monotonic(), out)
@@ -263,10 +261,10 @@ class Engine:
         committed, so a kill before the commit cannot announce it twice.
         """
         s = outcome.sample
-        fields = episode_fields(ep, s.stream, s.key, outcome.seq, s.ts, outcome.model_version)
+        fields = msg.episode_fields(ep, s.stream, s.key, outcome.seq, s.ts, outcome.model_version)
         self._record("anomaly", fields)
         if publish and ep.published:
-            self.batch.after_commit += episode_messages(self._topic_prefix, ep, fields)
+            self.batch.after_commit += msg.episode_messages(self._topic_prefix, ep, fields)
         log.info("anomaly", **fields)
 
     def _model_event(self, lr: Learner, ev: ModelEvent, out: list[Outgoing]) -> None:
@@ -302,10 +300,7 @@ class Engine:
     ) -> None:
         """Store an event and publish it (on the events topic unless another is given)."""
         self._record(kind, fields)
-        payload = event_message(kind, fields)
-        out.append(Outgoing(topic or self.cfg.events_topic, payload, 1))
-        if self.ha is not None and fields["key"] is not None:
-            out.append(self.ha.event(fields["stream"], fields["key"], payload))
+        out.append(Outgoing(topic or self.cfg.events_topic, msg.event_message(kind, fields), 1))
 
     def create(self, stream: str, key: str) -> None:
         """A model for a key that has none yet (a bundle imported for a new device)."""
@@ -337,6 +332,11 @@ class Engine:
         for sk in self.dirty:
             self.batch.summary.append(summary_row(self.series[sk], self.learners[sk], now))
         self.dirty.clear()
+
+    def add_silences(self, now: float, out: list[Outgoing]) -> None:
+        """A `silent` event for each key that has just stopped sending."""
+        for fields in self.silence.check(now):
+            self._event("silent", fields, out)
 
     def add_rejects(self, out: list[Outgoing], final: bool = False) -> None:
         """A `reject` event per stream whose first unreported reject is a minute old (or

@@ -223,7 +223,11 @@ class Discovery:
             cmp["default_entity_id"] = f"{cmp['platform']}.{entity}_{name}"
             if expire and cmp.get("state_topic") == state and name in ("value", "error"):
                 cmp["expire_after"] = expire
-        doc = {"device": self._device(stream, key), **self._common(), "cmps": cmps}
+        # Unavailable while edgeml is offline, or while the key is silent.
+        own = {"topic": key_topic(self.cfg, stream_name, key, "availability")}
+        availability = [*self._common()["availability"], own]
+        doc = {"device": self._device(stream, key), **self._common(),
+               "availability": availability, "availability_mode": "all", "cmps": cmps}  # fmt: skip
         return device_id, doc
 
     def _value(self, stream: StreamConfig, state: str) -> dict[str, Any]:

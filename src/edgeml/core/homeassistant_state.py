@@ -1,5 +1,8 @@
 """State topics for people: a retained summary per stream/key, at most once per interval.
 
+With its first state since the start, a key's retained `availability` topic says `online`
+(the daemon says `offline` there when the key falls silent, and `online` when it is back).
+
 The prediction topic carries every reading (for machines); Home Assistant's recorder would
 store each one, so HA reads `<prefix>/<node>/<stream>/<key>/state` instead: the latest
 value, error, model version, sample count and last reading, sent when a reading arrives at
@@ -17,7 +20,7 @@ from typing import Any
 
 from edgeml.config import Config
 from edgeml.core.homeassistant import key_topic
-from edgeml.core.messages import Outgoing, drift_message
+from edgeml.core.messages import Outgoing
 from edgeml.core.models import SeriesKey
 from edgeml.learn import Learner
 from edgeml.records import Outcome
@@ -28,7 +31,7 @@ _compact = json.JSONEncoder(separators=(",", ":")).encode
 
 
 class StateTopics:
-    """Rate-limited state messages of every stream/key, and their per-key event topics."""
+    """Rate-limited state messages of every stream/key."""
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
@@ -37,36 +40,38 @@ class StateTopics:
         # Held back: the learner and the newest value, built into a message when due.
         self.pending: dict[SeriesKey, tuple[Learner, float | None, float]] = {}
         self.latest: dict[SeriesKey, Outgoing] = {}  # the last state sent, for re-announcing
+        self.available: dict[SeriesKey, bool] = {}  # as last said on the availability topic
         self.sent = 0
 
     def observe(
         self, sk: SeriesKey, outcome: Outcome, learner: Learner, now: float, out: list[Outgoing]
     ) -> None:
-        """A reading of `sk` was learned: send its state now, or hold it until due (and its
-        drift, if it caused one, on the key's event topic).
-        """
-        if outcome.drift is not None:  # the key's events go to its own topic too
-            out.append(self.event(sk[0], sk[1], drift_message(outcome.drift)))
+        """A reading of `sk` was learned: send its state now, or hold it until due."""
         value = outcome.forecast[0] if outcome.forecast else outcome.y_pred
         self.pending[sk] = (learner, value, outcome.sample.ts)
         if now - self.sent_at.get(sk, -math.inf) >= self.interval:
-            out.append(self._send(sk, now))
+            self._send(sk, now, out)
 
     def due(self, now: float, out: list[Outgoing]) -> None:
         """Send the held-back states whose interval has passed."""
         ready = [sk for sk in self.pending if now - self.sent_at[sk] >= self.interval]
         for sk in ready:
-            out.append(self._send(sk, now))
+            self._send(sk, now, out)
+
+    def availability(self, sk: SeriesKey, online: bool, out: list[Outgoing]) -> None:
+        """Say on the key's retained availability topic whether it sends (silent, back)."""
+        self.available[sk] = online
+        out.append(self._availability(sk))
+
+    def _availability(self, sk: SeriesKey) -> Outgoing:
+        payload = b"online" if self.available[sk] else b"offline"
+        return Outgoing(key_topic(self.cfg, *sk, "availability"), payload, 1, True)
 
     def states(self) -> list[Outgoing]:
-        """The last state of every key (for a re-announce), pending ones included."""
-        return list(self.latest.values())
+        """The availability and last state of every key that has one (for a re-announce)."""
+        return [m for sk, state in self.latest.items() for m in (self._availability(sk), state)]
 
-    def event(self, stream: str, key: str, payload: bytes) -> Outgoing:
-        """An event of one key, again on the key's own topic (for HA's event entity)."""
-        return Outgoing(key_topic(self.cfg, stream, key, "event"), payload, 1)
-
-    def _send(self, sk: SeriesKey, now: float) -> Outgoing:
+    def _send(self, sk: SeriesKey, now: float, out: list[Outgoing]) -> None:
         learner, value, ts = self.pending.pop(sk)
         doc = {
             "value": value,
@@ -78,10 +83,12 @@ class StateTopics:
         }
         message = Outgoing(key_topic(self.cfg, sk[0], sk[1], "state"), _compact(doc).encode(),
                            1, True)  # fmt: skip
+        if sk not in self.available:  # its first state since the start: it sends
+            self.availability(sk, True, out)
         self.sent_at[sk] = now
         self.latest[sk] = message
         self.sent += 1
-        return message
+        out.append(message)
 
 
 def _error(learner: Learner) -> float | None:

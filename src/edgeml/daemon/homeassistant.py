@@ -12,6 +12,7 @@ sent when due. A retrain button queues the same command as `edgeml models retrai
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import sqlite3
 import time
@@ -176,6 +177,25 @@ class HomeAssistant:
         self.cleared = stale
         if stale:
             log.info("homeassistant_cleared", configs=len(stale))
+
+    # -- the events of a key -------------------------------------------------------------
+
+    def mirror(self, engine: Engine, out: list[Outgoing]) -> None:
+        """Before the daemon sends `out`: a key's events again on its own `event` topic (HA's
+        Model events entity), and `silent` and `back` on its availability topic too.
+        """
+        extra: list[Outgoing] = []
+        for m in out:
+            if m.topic != self.cfg.events_topic:
+                continue
+            doc = json.loads(m.payload)
+            sk = (doc.get("stream"), doc.get("key"))
+            if sk[1] is None or sk[0] not in self.discovery.streams:
+                continue
+            extra.append(Outgoing(key_topic(self.cfg, *sk, "event"), m.payload, 1))
+            if doc.get("event") in ("silent", "back") and engine.ha is not None:
+                engine.ha.availability(sk, doc["event"] == "back", extra)
+        out += extra
 
     # -- from Home Assistant ------------------------------------------------------------
 

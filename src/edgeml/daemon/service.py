@@ -7,7 +7,9 @@ import gc
 import os
 import signal
 import time
+from collections.abc import Awaitable
 from pathlib import Path
+from typing import TypeVar
 
 import structlog
 
@@ -18,6 +20,7 @@ from edgeml.core.engine import Engine, NeedsLearner
 from edgeml.core.messages import Outgoing
 from edgeml.daemon import reload
 from edgeml.daemon.commands import apply_commands
+from edgeml.daemon.disk import DiskGuard
 from edgeml.daemon.homeassistant import HomeAssistant
 from edgeml.daemon.recovery import Recovery
 from edgeml.daemon.sdnotify import Notifier
@@ -30,6 +33,8 @@ from edgeml.transport.mqtt import Session
 __all__ = ["Daemon", "run"]
 
 log = structlog.get_logger("edgeml.daemon")
+
+T = TypeVar("T")
 
 # The learner yields to the event loop after this many messages, so the socket is read and
 # the writer runs even under a flood.
@@ -99,26 +104,36 @@ class Daemon:
         self.stopping = False
         self._reload_pending = False
         self._writing = False  # the store writer task runs
+        self.disk: DiskGuard | None = None  # the disk's state: set once the file is open
+        self.unstored = 0  # readings left unstored at a stop on a full disk
         self.homeassistant = (
             HomeAssistant(cfg, self.transport) if cfg.homeassistant.enabled else None
         )
 
     async def run(self, stop: asyncio.Event) -> None:
         cfg = self.cfg
-        async with await Store.open(cfg.db_path, cfg.models.keep_snapshots) as store:
+        disk = self.disk = DiskGuard(cfg.db_path)
+        sync = not cfg.store.ack_before_sync
+        opened = await self._pinging(
+            disk.retry(lambda: Store.open(cfg.db_path, cfg.models.keep_snapshots, sync), stop)
+        )
+        if opened is None:  # stopped while the disk was too full to open the file
+            disk.close()
+            return
+        async with opened as store:
             self._store = store
             self.recovery = Recovery(cfg, store, self.notifier, self._flush)
             engine = self.engine = await self.recovery.restore()
             # Commands given while no daemon ran are applied now, before any new reading.
             await apply_commands(store, engine, self.recovery, [], self._flush)
-            await store.write(engine.take_batch())
+            await self._pinging(disk.write(store, engine.take_batch(), stop))
             # What exists now (modules, models) lives as long as the daemon: keep it out of
             # the garbage collector's full passes, which otherwise walk it every few seconds.
             gc.freeze()
             shutdown = asyncio.Event()
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self.transport.run(shutdown), name="transport")
-                tg.create_task(self._store_loop(store), name="store")
+                tg.create_task(self._store_loop(store, disk, stop), name="store")
                 self._writing = True
                 learner = tg.create_task(self._learn_loop(engine, stop), name="learn")
                 announcer = tg.create_task(self._announce_ready(), name="ready")
@@ -135,8 +150,21 @@ class Daemon:
                 shutdown.set()
                 announcer.cancel()  # never connected: nothing to announce
                 watchdog.cancel()
+            disk.close()
         log.info("stopped", learned=engine.learned, rejected=engine.rejects.total.total(),
                  duplicates=engine.duplicates)  # fmt: skip
+        if self.unstored:
+            # Not acknowledged: the broker sends them again at the next start.
+            log.warning("stopped_unstored_disk_full", readings=self.unstored,
+                        db=str(cfg.db_path))  # fmt: skip
+
+    async def _pinging(self, aw: Awaitable[T]) -> T:
+        """Await `aw` while systemd hears from the loop: on a full disk it waits for space."""
+        pings = asyncio.create_task(self.notifier.keepalive(self.ready, self.status))
+        try:
+            return await aw
+        finally:
+            pings.cancel()
 
     async def _announce_ready(self) -> None:
         await self.transport.subscribed.wait()
@@ -150,6 +178,9 @@ class Daemon:
     def status(self) -> str:
         """One line for `systemctl status` (systemd's STATUS=)."""
         m, state = self.cfg.mqtt, self.transport.state
+        full = self.disk.state.line() if self.disk is not None else ""
+        if full:
+            return full
         if self.stopping:
             return "stopping: learning and committing what was received"
         if not self.ready.is_set():
@@ -256,6 +287,7 @@ class Daemon:
             return
         engine.add_summary()
         engine.add_rejects(out)
+        engine.add_silences(time.time(), out)
         self._send(out)
         engine.batch.heartbeat = self._heartbeat(engine)
         if self._snapshots.due(now):
@@ -282,6 +314,8 @@ class Daemon:
         self.transport.wake()
 
     def _send(self, out: list[Outgoing]) -> None:
+        if self.homeassistant is not None and self.engine is not None:
+            self.homeassistant.mirror(self.engine, out)
         for message in out:
             self.transport.publish(*message)
         out.clear()
@@ -310,13 +344,19 @@ class Daemon:
 
     # -- the store writer task ------------------------------------------------------
 
-    async def _store_loop(self, store: Store) -> None:
+    async def _store_loop(self, store: Store, disk: DiskGuard, stop: asyncio.Event) -> None:
+        abandoned = False
         while True:
             batch = await self._batches.get()
             try:
                 if batch is None:
                     return
-                await store.write(batch)
+                # A full disk holds the batch here (and the learner behind the queue) until
+                # it commits; only a stop gives up on it, and on every batch after it.
+                if abandoned or not await disk.write(store, batch, stop):
+                    abandoned = True
+                    self.unstored += len(batch.acks)
+                    continue
                 if self.engine is not None:
                     self.engine.written_batches = batch.number
                 # Only now, with the batch committed, may the source forget these messages.
