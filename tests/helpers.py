@@ -157,3 +157,148 @@ def fill(directory: Path) -> Path:
         while True:  # the last few KiB, a byte at a time
             f.write(b"\xa5" * 512)
     return filler
+
+
+# Home Assistant's MQTT discovery, as its documentation describes the keys edgeml uses:
+# device-based discovery (`homeassistant/device/<id>/config`: `device`, `origin`, shared
+# `availability`, entities under `cmps`, each with `platform` and `unique_id`) and the
+# single-component form (the same keys in one entity's config). `object_id` is deprecated
+# (HA 2025.10; it stops working in 2026.4): `default_entity_id` replaces it.
+ENTITY_ID = r"^(sensor|binary_sensor|event|button)\.[a-z0-9_]+$"
+_AVAILABILITY = {
+    "type": "array",
+    "minItems": 1,
+    "items": {
+        "type": "object",
+        "required": ["topic"],
+        "properties": {
+            "topic": {"type": "string", "minLength": 1},
+            "payload_available": {"type": "string"},
+            "payload_not_available": {"type": "string"},
+            "value_template": {"type": "string"},
+        },
+        "additionalProperties": False,
+    },
+}
+_AVAILABILITY_MODE = {"enum": ["all", "any", "latest"]}
+_DEVICE = {
+    "type": "object",
+    "required": ["identifiers"],
+    "properties": {
+        "identifiers": {"type": "array", "minItems": 1, "items": {"type": "string"}},
+        "name": {"type": "string"},
+        "manufacturer": {"type": "string"},
+        "model": {"type": "string"},
+        "sw_version": {"type": "string"},
+        "via_device": {"type": "string"},
+    },
+    "additionalProperties": False,
+}
+_ORIGIN = {
+    "type": "object",
+    "required": ["name"],
+    "properties": {
+        "name": {"type": "string"},
+        "sw_version": {"type": "string"},
+        "support_url": {"type": "string"},
+    },
+    "additionalProperties": False,
+}
+_ENTITY_KEYS: dict[str, object] = {
+    "unique_id": {"type": "string", "minLength": 1},
+    "default_entity_id": {"type": "string", "pattern": ENTITY_ID, "not": {"pattern": "__"}},
+    "name": {"type": ["string", "null"]},
+    "state_topic": {"type": "string", "pattern": "^[^+#]+$"},
+    "command_topic": {"type": "string", "pattern": "^[^+#]+$"},
+    "value_template": {"type": "string"},
+    "unit_of_measurement": {"type": "string"},
+    "device_class": {"type": "string"},
+    "state_class": {"enum": ["measurement", "total", "total_increasing"]},
+    "suggested_display_precision": {"type": "integer", "minimum": 0},
+    "entity_category": {"enum": ["diagnostic", "config"]},
+    "enabled_by_default": {"type": "boolean"},
+    "expire_after": {"type": "integer", "minimum": 1},
+    "payload_on": {"type": "string"},
+    "payload_off": {"type": "string"},
+    "payload_press": {"type": "string"},
+    "event_types": {"type": "array", "minItems": 1, "items": {"type": "string"}},
+}
+# What each platform needs beyond the common keys.
+_PLATFORM_RULES = [
+    {
+        "if": {"properties": {"platform": {"enum": ["sensor", "binary_sensor", "event"]}}},
+        "then": {"required": ["state_topic"]},
+    },
+    {"if": {"properties": {"platform": {"const": "event"}}}, "then": {"required": ["event_types"]}},
+    {
+        "if": {"properties": {"platform": {"const": "button"}}},
+        "then": {"required": ["command_topic"]},
+    },
+]
+HA_DEVICE_SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "required": ["device", "origin", "availability", "cmps"],
+    "properties": {
+        "device": _DEVICE,
+        "origin": _ORIGIN,
+        "availability": _AVAILABILITY,
+        "availability_mode": _AVAILABILITY_MODE,
+        "cmps": {
+            "type": "object",
+            "minProperties": 1,
+            "propertyNames": {"pattern": "^[a-zA-Z0-9_-]+$"},
+            "additionalProperties": {
+                "type": "object",
+                "required": ["platform", "unique_id", "default_entity_id"],
+                "properties": {
+                    "platform": {"enum": ["sensor", "binary_sensor", "event", "button"]},
+                    **_ENTITY_KEYS,
+                },
+                "additionalProperties": False,
+                "allOf": _PLATFORM_RULES,
+            },
+        },
+    },
+    "additionalProperties": False,
+}
+# The single-component form: the platform is in the topic, everything else in one object.
+HA_COMPONENT_SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "required": ["device", "origin", "availability", "unique_id", "default_entity_id"],
+    "properties": {
+        "device": _DEVICE,
+        "origin": _ORIGIN,
+        "availability": _AVAILABILITY,
+        "availability_mode": _AVAILABILITY_MODE,
+        **_ENTITY_KEYS,
+    },
+    "additionalProperties": False,
+}
+DEVICE_CONFIG_TOPIC = r"^[^/+#]+(/[^/+#]+)*/device/[a-zA-Z0-9_-]+/config$"
+
+
+def check_ha_configs(configs: dict[str, bytes]) -> list[str]:
+    """Validate retained discovery configs by topic; the unique ids of all their entities
+    (asserted unique). Each entity's default_entity_id starts with its own platform.
+    """
+    import re
+
+    import jsonschema
+
+    unique_ids: list[str] = []
+    for topic, payload in configs.items():
+        doc = json.loads(payload)
+        if "/device/" in topic:
+            assert re.match(DEVICE_CONFIG_TOPIC, topic), topic
+            jsonschema.validate(doc, HA_DEVICE_SCHEMA)
+            entities = [(c["platform"], c) for c in doc["cmps"].values()]
+        else:
+            jsonschema.validate(doc, HA_COMPONENT_SCHEMA)
+            entities = [(topic.split("/")[-4], doc)]
+        for platform, entity in entities:
+            assert entity["default_entity_id"].split(".")[0] == platform, entity
+            unique_ids.append(entity["unique_id"])
+    assert len(unique_ids) == len(set(unique_ids)), sorted(unique_ids)
+    return unique_ids

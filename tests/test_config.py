@@ -644,3 +644,44 @@ BAD_TASK_KEYS = [
 def test_bad_task_model_and_retraining_keys(tmp_path: Path, stream: str, expected: str) -> None:
     path = write(tmp_path, f'[[stream]]\nname = "s"\ntopic = "t/+"\n{stream}\n')
     assert one_error(path).startswith(f"{path}: {expected}")
+
+
+# --- [homeassistant] -------------------------------------------------------------------------
+
+
+def test_homeassistant_is_off_by_default_with_the_documented_defaults(tmp_path: Path) -> None:
+    ha = load(write(tmp_path, MINIMAL)).homeassistant
+    assert not ha.enabled and not ha.commands
+    assert (ha.discovery_prefix, ha.status_topic, ha.schema_) == (
+        "homeassistant",
+        "homeassistant/status",
+        "device",
+    )
+    assert (ha.announce_delay_max_s, ha.state_interval_s, ha.max_devices) == (10.0, 30.0, 200)
+    assert ha.expire_after == "auto" and ha.expire_after_s == 3600
+
+
+def test_homeassistant_keys_are_checked_and_named(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        '[homeassistant]\nschem = "device"\nstate_interval = "soon"\n'
+        'status_topic = "homeassistant/#"\n'
+        + MINIMAL
+        + '[stream.homeassistant]\nattach_to = "z_{device}"\nstate_class = "sometimes"\n',
+    )
+    lines = error_lines(path)
+    assert f"{path}: homeassistant.schem: unknown key (did you mean 'schema'?)" in lines
+    assert any(x.startswith(f"{path}: homeassistant.state_interval: ") for x in lines)
+    assert any(x.startswith(f"{path}: homeassistant.status_topic: ") for x in lines)
+    assert any(x.startswith(f"{path}: stream.0.homeassistant.attach_to: ") for x in lines)
+    assert any(x.startswith(f"{path}: stream.0.homeassistant.state_class: ") for x in lines)
+    assert len(lines) == 5
+
+
+def test_homeassistant_schema_and_expire_after(tmp_path: Path) -> None:
+    ha = load(
+        write(tmp_path, '[homeassistant]\nschema = "component"\nexpire_after = "0s"\n' + MINIMAL)
+    ).homeassistant
+    assert ha.schema_ == "component" and ha.expire_after_s == 0
+    path = write(tmp_path, '[homeassistant]\nschema = "entity"\n' + MINIMAL, "bad.toml")
+    assert one_error(path).startswith(f"{path}: homeassistant.schema: ")

@@ -18,6 +18,7 @@ from rich.table import Table
 
 from edgeml import __version__
 from edgeml.cli import decode as cli_decode
+from edgeml.cli import ha as cli_ha
 from edgeml.cli import models as cli_models
 from edgeml.cli import tools as cli_tools
 from edgeml.cli.common import ConfigOpt, err, exit_on_error, fail, load_or_exit, split_target
@@ -308,6 +309,7 @@ app.command()(cli_decode.decode)
 app.command()(cli_tools.replay)
 app.command()(cli_tools.simulate)
 app.add_typer(cli_models.app, name="models")
+app.add_typer(cli_ha.app, name="ha")
 
 
 def main() -> None:

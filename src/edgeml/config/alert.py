@@ -1,4 +1,6 @@
-"""`[stream.alert]`: how an anomaly stream's flagged readings become announced episodes."""
+"""`[stream.anomaly]` and `[stream.alert]`: an anomaly stream's warm-up, and how its flagged
+readings become announced episodes.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +10,27 @@ from pydantic import Field, StrictFloat, StrictInt, field_validator
 
 from edgeml.config.base import Frozen, parse_duration
 
-__all__ = ["AlertConfig"]
+__all__ = ["AlertConfig", "AnomalyConfig"]
 
 Severity = Annotated[StrictFloat | StrictInt, Field(ge=0)]
+
+
+class AnomalyConfig(Frozen):
+    warmup: Annotated[StrictInt, Field(ge=0, le=1_000_000)] = 200
+    # Ignored since the detectors calibrate their own threshold and alerts are episodes;
+    # accepted so that older configs validate (`edgeml check` names them as ignored).
+    quantile: Annotated[StrictFloat, Field(gt=0.5, lt=1)] = 0.99
+    cooldown: str = "60s"
+
+    @field_validator("cooldown")
+    @classmethod
+    def _cooldown(cls, v: str) -> str:
+        parse_duration(v)
+        return v
+
+    @property
+    def cooldown_s(self) -> float:
+        return parse_duration(self.cooldown)
 
 
 class AlertConfig(Frozen):

@@ -29,7 +29,11 @@ def _known_keys(model: type[BaseModel], loc: tuple[str | int, ...]) -> list[str]
         current = _model_of(field.annotation)
         if current is None:
             return []
-    return list(current.model_fields)
+    # A key written under another name than its field's (`schema`) is known by that name.
+    return [
+        f.validation_alias if isinstance(f.validation_alias, str) else name
+        for name, f in current.model_fields.items()
+    ]
 
 
 def _model_of(annotation: Any) -> type[BaseModel] | None:

@@ -16,9 +16,10 @@ from pydantic import (
     model_validator,
 )
 
-from edgeml.config.alert import AlertConfig
+from edgeml.config.alert import AlertConfig, AnomalyConfig
 from edgeml.config.base import Frozen as _Frozen
 from edgeml.config.base import parse_duration
+from edgeml.config.homeassistant import HomeAssistantConfig, StreamHomeAssistant
 from edgeml.config.payloads import (
     check_field,
     check_filters,
@@ -37,6 +38,7 @@ __all__ = [
     "Config",
     "DriftConfig",
     "ForecastConfig",
+    "HomeAssistantConfig",
     "LogConfig",
     "ModelsConfig",
     "MqttConfig",
@@ -44,6 +46,7 @@ __all__ = [
     "RetrainConfig",
     "StoreConfig",
     "StreamConfig",
+    "StreamHomeAssistant",
     "TlsConfig",
     "parse_duration",
 ]
@@ -155,24 +158,6 @@ class RetrainConfig(_Frozen):
         return None if self.every is None else parse_duration(self.every)
 
 
-class AnomalyConfig(_Frozen):
-    # Ignored since the detectors calibrate their own threshold (edgeml.learn.robust); still
-    # accepted so that older configs validate.
-    quantile: Annotated[StrictFloat, Field(gt=0.5, lt=1)] = 0.99
-    warmup: Annotated[StrictInt, Field(ge=0, le=1_000_000)] = 200
-    cooldown: str = "60s"
-
-    @field_validator("cooldown")
-    @classmethod
-    def _cooldown(cls, v: str) -> str:
-        parse_duration(v)
-        return v
-
-    @property
-    def cooldown_s(self) -> float:
-        return parse_duration(self.cooldown)
-
-
 class ForecastConfig(_Frozen):
     lags: Annotated[StrictInt, Field(ge=1, le=1000)] = 3
     horizon: Annotated[StrictInt, Field(ge=1, le=1000)] = 1
@@ -237,6 +222,7 @@ class StreamConfig(_Frozen):
     dedupe: Literal["off", "identical"] | None = None  # None: by `payload`, set below
     join_window: str = "0s"
     join_on: Literal["target", "any"] = "target"
+    homeassistant: StreamHomeAssistant = StreamHomeAssistant()
 
     @field_validator("silent_after")
     @classmethod
@@ -363,6 +349,7 @@ class Config(_Frozen):
     store: StoreConfig = StoreConfig()
     models: ModelsConfig = ModelsConfig()
     log: LogConfig = LogConfig()
+    homeassistant: HomeAssistantConfig = HomeAssistantConfig()
     stream: tuple[StreamConfig, ...]
     source: Path = Path("config.toml")
 

@@ -28,6 +28,7 @@ from edgeml.core.batch import (
     VersionRow,
 )
 from edgeml.core.dedup import Redeliveries
+from edgeml.core.homeassistant_state import StateTopics
 from edgeml.core.intake import Intake
 from edgeml.core.join import failpoint
 from edgeml.core.messages import Outgoing
@@ -87,6 +88,7 @@ class Engine:
         self.requests: list[tuple[SeriesKey, Request]] = []
         self._topic_prefix = f"{cfg.mqtt.topic_prefix}/{cfg.node.id}"
         self._warn = RateLimitedLog(log)
+        self.ha = StateTopics(cfg) if cfg.homeassistant.enabled else None
 
     # -- start-up -------------------------------------------------------------------
 
@@ -216,6 +218,8 @@ class Engine:
             )
             out.append(Outgoing(self.cfg.events_topic, msg.drift_message(outcome.drift), 1))
             log.info("drift_detected", model_version=outcome.model_version, **ev)
+        if self.ha is not None:
+            self.ha.observe(sk, outcome, learner, time.monotonic(), out)
         for event in outcome.events:
             self._model_event(learner, event, out)
         if outcome.request is not None:

@@ -10,6 +10,7 @@ from edgeml.core.decode import output_key
 from edgeml.records import DriftEvent, Episode, Outcome
 
 __all__ = [
+    "EVENT_TYPES",
     "Outgoing",
     "drift_message",
     "episode_fields",
@@ -85,8 +86,25 @@ def prediction_message(outcome: Outcome) -> bytes:
     return _compact(doc).encode()
 
 
+# An event's `event_type`: its kind as `edgeml events` lists it (what a Home Assistant event
+# entity fires). The payload keeps `event` as it was; `event_type` was added beside it.
+# EVENT_TYPES: those of a model (HA's Model events entity); episodes have their own entity.
+EVENT_TYPES = (
+    "drift",
+    "retrain",
+    "promotion",
+    "challenger_dropped",
+    "rollback",
+    "import",
+    "guard",
+    "silent",
+    "back",
+)
+_EVENT_TYPE = {"drift_detected": "drift"}
+
+
 def event_message(kind: str, fields: dict[str, Any]) -> bytes:
-    return _compact({"event": kind, **fields}).encode()
+    return _compact({"event": kind, "event_type": _EVENT_TYPE.get(kind, kind), **fields}).encode()
 
 
 def drift_message(event: DriftEvent) -> bytes:

@@ -20,6 +20,7 @@ from edgeml.core.messages import Outgoing
 from edgeml.daemon import reload
 from edgeml.daemon.commands import apply_commands
 from edgeml.daemon.disk import DiskGuard
+from edgeml.daemon.homeassistant import HomeAssistant
 from edgeml.daemon.recovery import Recovery
 from edgeml.daemon.sdnotify import Notifier
 from edgeml.daemon.timers import Every, bytes_written
@@ -79,6 +80,9 @@ class Daemon:
         self._writing = False  # the store writer task runs
         self.disk: DiskGuard | None = None  # the disk's state: set once the file is open
         self.unstored = 0  # readings left unstored at a stop on a full disk
+        self.homeassistant = (
+            HomeAssistant(cfg, self.transport) if cfg.homeassistant.enabled else None
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         cfg = self.cfg
@@ -107,6 +111,8 @@ class Daemon:
                 self._writing = True
                 learner = tg.create_task(self._learn_loop(engine, stop), name="learn")
                 announcer = tg.create_task(self._announce_ready(), name="ready")
+                if self.homeassistant is not None:
+                    tg.create_task(self.homeassistant.run(engine, shutdown), name="homeassistant")
                 # Pings from this loop: if it blocks, they stop and systemd restarts us.
                 watchdog = tg.create_task(
                     self.notifier.keepalive(self.ready, self.status), name="watchdog"
@@ -284,6 +290,8 @@ class Daemon:
         self.transport.wake()
 
     def _send(self, out: list[Outgoing]) -> None:
+        if self.homeassistant is not None and self.engine is not None:
+            self.homeassistant.mirror(self.engine, out)
         for message in out:
             self.transport.publish(*message)
         out.clear()

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from edgeml.records import Delivery
 
-__all__ = ["Transport"]
+__all__ = ["Listener", "Transport"]
+
+# Called with (topic, payload, retained) for a message of a `listen` filter.
+Listener = Callable[[str, bytes, bool], None]
 
 
 class Transport(Protocol):
@@ -53,4 +57,16 @@ class Transport(Protocol):
 
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> bool:
         """Queue a message without awaiting it; False when it was dropped (disconnected)."""
+        ...
+
+    async def listen(self, filters: Sequence[str], handler: Listener) -> None:
+        """Also receive these topic filters, now and after every reconnect, outside the
+        deliveries: each message goes to `handler`, never to the inbox, and is neither
+        counted as received nor committed (control messages such as Home Assistant's
+        status, and retained configs). Returns once the source has accepted them.
+        """
+        ...
+
+    async def unlisten(self, filters: Sequence[str]) -> None:
+        """Stop receiving filters given to `listen`."""
         ...

@@ -16,7 +16,7 @@ import random
 import socket
 import ssl
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 
 import aiomqtt
@@ -29,6 +29,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from edgeml.config import Config, MqttConfig
 from edgeml.records import Delivery
 from edgeml.transport import _paho
+from edgeml.transport.base import Listener
 
 __all__ = ["BACKOFF_CAP_S", "Session", "client_for"]
 
@@ -86,6 +87,7 @@ class Session:
         self.received = 0
         self.connects = 0
         self._client: aiomqtt.Client | None = None
+        self._listeners: dict[str, Listener] = {}  # filter -> handler, outside the inbox
 
     # -- called from the learner and the store writer ---------------------------------
 
@@ -133,7 +135,34 @@ class Session:
     def wake(self) -> None:
         _resolve(self._waiter)
 
+    async def listen(self, filters: Sequence[str], handler: Listener) -> None:
+        """Receive `filters` (QoS 0) through `handler`; see transport.base."""
+        for f in filters:
+            self._listeners[f] = handler
+        if self._client is not None and self.state == "connected":
+            with contextlib.suppress(aiomqtt.MqttError):  # the next connect subscribes
+                await self._client.subscribe([(f, 0) for f in filters], timeout=10)
+
+    async def unlisten(self, filters: Sequence[str]) -> None:
+        for f in filters:
+            self._listeners.pop(f, None)
+        if self._client is not None and self.state == "connected":
+            with contextlib.suppress(aiomqtt.MqttError):
+                await self._client.unsubscribe(list(filters), timeout=10)
+
+    def _listener(self, message: paho.MQTTMessage) -> bool:
+        """Hand a message of a `listen` filter to its handler; False if it is none's."""
+        for f, handler in self._listeners.items():
+            if paho.topic_matches_sub(f, message.topic):
+                if message.qos and self._client is not None:  # a stream's filter overlaps
+                    _paho.ack(self._client, message.mid, message.qos)
+                handler(message.topic, bytes(message.payload), bool(message.retain))
+                return True
+        return False
+
     def _receive(self, message: paho.MQTTMessage) -> None:
+        if self._listeners and self._listener(message):
+            return
         self.received += 1
         qos, mid = message.qos, message.mid
         # QoS 0 is never acknowledged nor redelivered: no token, no dedup id.
@@ -247,6 +276,8 @@ class Session:
     async def _subscribe(self, client: aiomqtt.Client) -> None:
         # Always subscribe again: a broker that restarted without persistence forgot us.
         granted = await client.subscribe(self._subscriptions(), timeout=math.inf)
+        if self._listeners:
+            await client.subscribe([(f, 0) for f in self._listeners], timeout=math.inf)
         for topic, code in zip(self.topics, granted, strict=False):
             value = code if isinstance(code, int) else int(getattr(code, "value", 0))
             if value >= 0x80:
