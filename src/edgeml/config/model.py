@@ -19,6 +19,7 @@ from pydantic import (
 from edgeml.config.alert import AlertConfig
 from edgeml.config.base import Frozen as _Frozen
 from edgeml.config.base import parse_duration
+from edgeml.config.http import HttpConfig
 from edgeml.errors import ConfigError
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "Config",
     "DriftConfig",
     "ForecastConfig",
+    "HttpConfig",
     "LogConfig",
     "ModelsConfig",
     "MqttConfig",
@@ -344,6 +346,7 @@ class Config(_Frozen):
     store: StoreConfig = StoreConfig()
     models: ModelsConfig = ModelsConfig()
     log: LogConfig = LogConfig()
+    http: HttpConfig = HttpConfig()
     stream: tuple[StreamConfig, ...]
     source: Path = Path("config.toml")
 

@@ -26,6 +26,7 @@ from edgeml.core.batch import (
     StoredSample,
     VersionRow,
 )
+from edgeml.core.counters import StreamCounters
 from edgeml.core.decode import Decoder, parse
 from edgeml.core.dedup import Redeliveries
 from edgeml.core.messages import (
@@ -85,6 +86,7 @@ class Engine:
         self.model_errors = 0  # samples on which River raised
         self.duplicates = 0
         self.unmatched = 0
+        self.counts = StreamCounters()  # per stream, for /metrics
         self.dirty: set[SeriesKey] = set()
         self.unsnapped: set[SeriesKey] = set()  # learned since their last snapshot
         # What learners asked for that only the store has (warm-start samples, an old
@@ -155,6 +157,7 @@ class Engine:
             self.redeliveries.remember(d, fingerprint)
             self.batch.acks.append(d.ack)
         for result in results:
+            self.counts.arrived(result.stream, d.arrival)
             if isinstance(result, Reject):
                 self._reject(result, d.topic)
             else:
@@ -198,6 +201,7 @@ class Engine:
         self.next_seq += 1
         outcome = self._process(learner, sample, seq)
         self.learned += 1
+        self.counts.learned_one(sample.stream, outcome, stream.publish == "all")
         sid = self.series[sk]
         b = self.batch
         label = None if sample.label is None else _compact(sample.label)
@@ -243,6 +247,7 @@ class Engine:
             return learner.process(sample, seq)
         except Exception as exc:
             self.model_errors += 1
+            self.counts.model_errors[sample.stream] += 1
             self._warn.error(
                 "model_error",
                 f"{sample.stream}/{sample.key}",
@@ -283,6 +288,7 @@ class Engine:
         """
         sk = (lr.stream.name, lr.key)
         sid = self.series[sk]
+        self.counts.promotions[(sk[0], reason)] += 1
         self.batch.retired.append(RetiredRow(pickled(retired), sid, parent))
         self.batch.versions.append(
             VersionRow(sid, lr.model_version, time.time(), reason, parent,

@@ -16,8 +16,9 @@ from edgeml.config import Config, load, parse_duration, warnings_for
 from edgeml.core.batch import Batch, Heartbeat
 from edgeml.core.engine import Engine, NeedsLearner
 from edgeml.core.messages import Outgoing
-from edgeml.daemon import reload
+from edgeml.daemon import http, reload
 from edgeml.daemon.commands import apply_commands
+from edgeml.daemon.metrics import Meters
 from edgeml.daemon.recovery import Recovery
 from edgeml.daemon.sdnotify import Notifier
 from edgeml.errors import ConfigError
@@ -98,6 +99,7 @@ class Daemon:
         self.stopping = False
         self._reload_pending = False
         self._writing = False  # the store writer task runs
+        self.meters = Meters()  # for /metrics
 
     async def run(self, stop: asyncio.Event) -> None:
         cfg = self.cfg
@@ -115,6 +117,8 @@ class Daemon:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self.transport.run(shutdown), name="transport")
                 tg.create_task(self._store_loop(store), name="store")
+                if cfg.http.enabled:
+                    tg.create_task(http.serve(self, shutdown), name="http")
                 self._writing = True
                 learner = tg.create_task(self._learn_loop(engine, stop), name="learn")
                 announcer = tg.create_task(self._announce_ready(), name="ready")
@@ -195,6 +199,7 @@ class Daemon:
             await self._batches.join()
 
     async def _handle(self, engine: Engine, d: Delivery, out: list[Outgoing]) -> None:
+        t0 = time.perf_counter() if self.meters.learn.due() else None  # 1 in 16 is timed
         try:
             engine.handle(d, out)
         except NeedsLearner as need:
@@ -202,6 +207,8 @@ class Daemon:
             engine.handle(d, out)
         if engine.requests:
             await self.recovery.answer(engine, out)
+        if t0 is not None:
+            self.meters.learn.observe(time.perf_counter() - t0)
 
     # -- the learner task -----------------------------------------------------------
 
@@ -310,7 +317,10 @@ class Daemon:
             try:
                 if batch is None:
                     return
+                self.meters.committing, t0 = batch.first_added, time.perf_counter()
                 await store.write(batch)
+                self.meters.commit.observe(time.perf_counter() - t0)
+                self.meters.committing = None
                 if self.engine is not None:
                     self.engine.written_batches = batch.number
                 # Only now, with the batch committed, may the source forget these messages.
