@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import pickle
@@ -237,3 +238,27 @@ def test_http_is_off_by_default_and_a_public_listen_needs_a_token(tmp_path: Path
     path.write_text(f'[http]\nlisten = "9883"\n{stream}')
     with pytest.raises(ConfigError, match=r"http\.listen: .* must be HOST:PORT"):
         load(path)
+
+
+async def test_healthz_says_why_it_is_unhealthy(
+    tmp_path: Path, broker: Broker, client: aiohttp.ClientSession
+) -> None:
+    cfg, base = http_config(tmp_path, broker)
+    async with running(cfg):
+        broker.stop()
+        reasons: list[str] = []
+
+        async def unhealthy() -> None:
+            async with client.get(f"{base}/healthz") as r:
+                body = await r.json()
+                if r.status == 503:
+                    reasons.extend(body["reasons"])
+
+        async with asyncio.timeout(20):
+            while not reasons:
+                await unhealthy()
+                await asyncio.sleep(0.1)
+        assert any(r.startswith(f"broker {broker.host}:{broker.port} ") for r in reasons)
+        async with client.get(f"{base}/metrics") as r:
+            assert "edgeml_mqtt_connected 0.0" in await r.text()
+        broker.start()  # the daemon stops cleanly: it says offline to a broker
