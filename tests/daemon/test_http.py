@@ -13,7 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import aiomqtt
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from prometheus_client.parser import text_string_to_metric_families
 
 from edgeml.config import Config, load
@@ -262,3 +265,39 @@ async def test_healthz_says_why_it_is_unhealthy(
         async with client.get(f"{base}/metrics") as r:
             assert "edgeml_mqtt_connected 0.0" in await r.text()
         broker.start()  # the daemon stops cleanly: it says offline to a broker
+
+
+async def test_mqtt5_request_response_answers_without_learning(
+    tmp_path: Path, broker: Broker
+) -> None:
+    cfg, _ = http_config(tmp_path, broker)
+    path = tmp_path / "config.toml"
+    path.write_text(path.read_text().replace("[mqtt]\n", "[mqtt]\npredict_requests = true\n"))
+    cfg = load(path)
+    async with running(cfg) as daemon:
+        await publish_all(broker, telemetry(100, devices=1))
+        await wait_for(lambda: daemon.engine is not None and daemon.engine.learned == 100)
+        assert daemon.engine is not None
+        learner = daemon.engine.learners[("temp", "dev0")]
+        before = pickle.dumps(learner.model)
+        asked = f"edgeml/{cfg.node.id}/temp/dev0/predict"
+        async with aiomqtt.Client(
+            broker.host, broker.port, protocol=aiomqtt.ProtocolVersion.V5
+        ) as client:
+            await client.subscribe("replies/me", qos=1)
+            answers = []
+            for i, body in enumerate([{"i": 3, "h": 41.0}, {"i": 3}]):
+                props = Properties(PacketTypes.PUBLISH)
+                props.ResponseTopic = "replies/me"
+                props.CorrelationData = f"req-{i}".encode()
+                await client.publish(asked, json.dumps(body), qos=1, properties=props)
+                async with asyncio.timeout(10):
+                    message = await anext(aiter(client.messages))
+                answers.append((message.properties.CorrelationData, json.loads(message.payload)))
+        (c0, ok), (c1, bad) = answers
+        assert c0 == b"req-0" and ok["prediction"] == learner.model.predict_one(
+            {"i": 3.0, "h": 41.0}
+        )
+        assert c1 == b"req-1" and bad["error"] == "missing_feature" and bad["status"] == 422
+        assert pickle.dumps(learner.model) == before
+        assert daemon.engine.learned == 100 and daemon.transport.received == 100

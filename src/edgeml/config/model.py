@@ -92,6 +92,8 @@ class MqttConfig(_Frozen):
     topic_prefix: str = "edgeml"
     max_payload_bytes: Annotated[StrictInt, Field(ge=16)] = 65536
     tls: TlsConfig | None = None
+    # MQTT 5 request/response: answer predictions asked on <prefix>/<node>/<stream>/<key>/predict.
+    predict_requests: StrictBool = False
 
     @field_validator("protocol", mode="before")
     @classmethod

@@ -118,8 +118,9 @@ def answer(engine: Engine, stream: str, key: str, body: Any, now: float) -> dict
         out["label"] = p.label
         out["proba"] = {str(k): v for k, v in (p.proba or {}).items() if math.isfinite(v)}
     if p.flag is not None:
-        out.update(flag=p.flag, severity=p.severity, field=p.field)
+        severity = p.severity if p.severity is not None and math.isfinite(p.severity) else None
+        out.update(flag=p.flag, severity=severity, field=p.field)
     forecast = task.forecast(model, sample)
     if forecast:
         out["forecast"] = list(forecast)
-    return out
+    return out  # every float in it is finite: it goes out as JSON

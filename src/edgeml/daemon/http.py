@@ -176,7 +176,7 @@ class Api:
             return _problem(503, "starting", "the models are being restored")
         try:
             # Synchronous from here on: the learner cannot run until the answer is made.
-            return _json(_finite(answer(engine, stream, key, body, time.time())))
+            return _json(answer(engine, stream, key, body, time.time()))
         except PredictError as exc:
             return _problem(exc.status, exc.error, exc.detail)
 

@@ -16,7 +16,7 @@ from edgeml.config import Config, load, parse_duration, warnings_for
 from edgeml.core.batch import Batch, Heartbeat
 from edgeml.core.engine import Engine, NeedsLearner
 from edgeml.core.messages import Outgoing
-from edgeml.daemon import http, reload
+from edgeml.daemon import http, predict_requests, reload
 from edgeml.daemon.commands import apply_commands
 from edgeml.daemon.metrics import Meters
 from edgeml.daemon.recovery import Recovery
@@ -113,6 +113,8 @@ class Daemon:
             # What exists now (modules, models) lives as long as the daemon: keep it out of
             # the garbage collector's full passes, which otherwise walk it every few seconds.
             gc.freeze()
+            # mqtt.predict_requests: predictions asked over MQTT 5 are answered from now on.
+            predict_requests.attach(self, self.transport)
             shutdown = asyncio.Event()
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self.transport.run(shutdown), name="transport")

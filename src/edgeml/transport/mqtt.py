@@ -16,7 +16,7 @@ import random
 import socket
 import ssl
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import aiomqtt
@@ -85,6 +85,11 @@ class Session:
         self.received = 0
         self.connects = 0
         self._client: aiomqtt.Client | None = None
+        # MQTT 5 requests (mqtt.predict_requests): topics <prefix>/<node>/<stream>/<key>/predict
+        # go to `on_request` (topic, payload, response topic, correlation data), not the inbox.
+        self.on_request: Callable[[str, bytes, str | None, bytes | None], None] | None = None
+        m = cfg.mqtt
+        self.requests_under = f"{m.topic_prefix}/{cfg.node.id}/" if m.predict_requests else None
 
     # -- called from the learner and the store writer ---------------------------------
 
@@ -132,7 +137,29 @@ class Session:
     def wake(self) -> None:
         _resolve(self._waiter)
 
+    def respond(self, topic: str, payload: bytes, correlation: bytes | None) -> bool:
+        """Publish a reply to an MQTT 5 request (QoS 0), with the request's Correlation Data."""
+        if self._client is None or self.state != "connected":
+            return False
+        props = Properties(PacketTypes.PUBLISH)
+        if correlation is not None:
+            props.CorrelationData = correlation
+        return _paho.publish_nowait(self._client, topic, payload, 0, False, props)
+
+    def _is_request(self, topic: str) -> bool:
+        under = self.requests_under
+        return under is not None and topic.startswith(under) and topic.endswith("/predict")
+
     def _receive(self, message: paho.MQTTMessage) -> None:
+        if self.on_request is not None and self._is_request(message.topic):
+            props = getattr(message, "properties", None)
+            self.on_request(
+                message.topic,
+                bytes(message.payload),
+                getattr(props, "ResponseTopic", None),
+                getattr(props, "CorrelationData", None),
+            )
+            return
         self.received += 1
         qos, mid = message.qos, message.mid
         # QoS 0 is never acknowledged nor redelivered: no token, no dedup id.
@@ -249,6 +276,9 @@ class Session:
             value = code if isinstance(code, int) else int(getattr(code, "value", 0))
             if value >= 0x80:
                 log.error("mqtt_subscribe_refused", topic=topic, reason=str(code))
+        if self.requests_under is not None and self.on_request is not None:
+            # QoS 0: a request is answered now or never; nothing to acknowledge after a commit.
+            await client.subscribe(f"{self.requests_under}+/+/predict", qos=0, timeout=math.inf)
 
     @staticmethod
     async def _watch(client: aiomqtt.Client) -> None:
