@@ -5,6 +5,7 @@ Prometheus sees them, and the alerting rules of docs/monitoring/ load in it.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import subprocess
@@ -29,6 +30,7 @@ from tests.helpers import telemetry
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "docs" / "monitoring" / "alerts.yml"
+DASHBOARD = ROOT / "docs" / "monitoring" / "grafana-dashboard.json"
 PROMETHEUS = shutil.which("prometheus")
 PROMTOOL = shutil.which("promtool")
 # .ci/run sets it: there the tests must run, not skip for want of Prometheus.
@@ -131,6 +133,26 @@ async def test_prometheus_sees_the_samples_learned_rise(
         names = {rule["name"] for g in groups for rule in g["rules"]}
         assert {"EdgemlBrokerDisconnected", "EdgemlCommitLag", "EdgemlStaleStream"} <= names
         assert all(rule["health"] != "err" for g in groups for rule in g["rules"])
+        await _dashboard_queries_run(client, prometheus)
+
+
+async def _dashboard_queries_run(client: aiohttp.ClientSession, prom: Prometheus) -> None:
+    """Every query of the Grafana dashboard is valid PromQL for this Prometheus, and the
+    ones over edgeml's own series find them.
+    """
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    empty = []
+    for panel in panels:
+        for target in panel["targets"]:
+            expr = target["expr"].replace("$__rate_interval", "1m").replace("$instance", ".*")
+            async with client.get(f"{prom.url}/api/v1/query", params={"query": expr}) as r:
+                body = await r.json()
+            assert body["status"] == "success", (panel["title"], expr, body)
+            if not body["data"]["result"]:
+                empty.append(panel["title"])
+    # Only what needs a rate over two scrapes' worth of events may be empty here.
+    assert "Samples learned per second" not in empty
+    assert not {"Commit lag", "Models", "Database and WAL size", "Memory (resident)"} & set(empty)
 
 
 def test_the_alerting_rules_pass_promtool() -> None:
