@@ -1,7 +1,7 @@
 """Footprint: edgeml's memory and the bytes it writes to storage per sample.
 
     python bench/footprint.py [-n 100000] [--devices 10 1000] [--rate R]
-                              [--no-restart] [--keep] [--log-level warning]
+                              [--no-restart] [--keep] [--log-level warning] [--fsyncs]
 
 For each device count, `python -m edgeml run -c <config>` runs as a subprocess with one
 regression stream `fp/+/telemetry` (key = topic level 1, features a, b, c, target y,
@@ -32,6 +32,11 @@ Modes:
 * --rate R: edgeml is up; the readings are published at R msg/s (use a smaller -n). This is
   the steady state of a live installation, where the group commit waits up to
   store.flush_interval_ms (200 ms) for company, so fewer samples share each commit.
+
+* --fsyncs: strace (attached to the running edgeml and all its threads, `-e
+  trace=fsync,fdatasync`) counts the fsyncs edgeml makes: per second and per committed
+  sample over the processing window. ptrace costs edgeml some CPU, so read msgs/s and CPU
+  from a run without it; bytes written are not affected.
 
 At the end edgeml gets SIGTERM and must exit 0. The script starts its own mosquitto on a
 free port (persistence off, unlimited queues, TCP_NODELAY) and exits 1 if a reading is
@@ -169,6 +174,8 @@ class Result:
     snapshot_bytes: float | None = None  # mean size of the newest snapshot per model
     snapshots: int = 0
     publisher_rate: float | None = None
+    fsyncs_window: int | None = None  # fsync + fdatasync calls in the processing window
+    fsyncs_run: int | None = None  # from the attach until the exit
     exit_code: int | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -189,6 +196,36 @@ class Result:
 
     def per_sample(self, value: int | None) -> float | None:
         return None if value is None or not self.n else value / self.n
+
+    @property
+    def fsyncs_per_s(self) -> float | None:
+        if self.fsyncs_window is None or self.seconds <= 0:
+            return None
+        return self.fsyncs_window / self.seconds
+
+
+class FsyncTrace:
+    """strace attached to a running edgeml: every fsync/fdatasync of any thread, timed."""
+
+    def __init__(self, pid: int, out: Path) -> None:
+        self.out = out
+        cmd = ["strace", "-f", "-qq", "-ttt", "-e", "trace=fsync,fdatasync", "-o", str(out)]
+        self.proc = subprocess.Popen([*cmd, "-p", str(pid)], stderr=subprocess.DEVNULL)
+        time.sleep(0.5)  # strace attaches to every thread before it returns from this
+
+    def times(self) -> list[float]:
+        """When each call started (epoch s); waits for strace, which ends with edgeml."""
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        out = []
+        for line in self.out.read_text(errors="replace").splitlines():
+            parts = line.split(None, 2)
+            if len(parts) == 3 and parts[2].startswith(("fsync(", "fdatasync(")):
+                out.append(float(parts[1]))
+        return out
 
 
 @dataclass
@@ -310,9 +347,11 @@ class Bench:
                 pub = self.publish_wait(self.publish(devices, seed=devices), 600)
                 progress(f"  {devices} devices: starting edgeml to drain them")
                 proc = self.start(config)
+                fsyncs = FsyncTrace(proc.pid, workdir / "fsyncs.txt") if a.fsyncs else None
                 trace = Trace(proc.pid)
                 t_done, res.committed = self.wait_committed(db_path, proc, trace)
             else:
+                fsyncs = FsyncTrace(proc.pid, workdir / "fsyncs.txt") if a.fsyncs else None
                 trace = Trace(proc.pid)
                 trace.sample()
                 progress(f"  {devices} devices: publishing {a.n} readings at {a.rate:g} msg/s")
@@ -334,6 +373,7 @@ class Bench:
                     f"{p.t:.3f},{p.cpu:.2f},{p.rss_kib},{p.write_bytes}\n" for p in trace.points
                 )
         res.exit_code = stopped.code
+        fsync_times = fsyncs.times() if fsyncs is not None else None
         if stopped.code != 0:
             res.notes.append(
                 f"SIGTERM at the end: exit {stopped.code} after {stopped.seconds:.1f} s"
@@ -362,6 +402,9 @@ class Bench:
             inside = [p for p in trace.points if first_ts <= p.t <= t_done]
             res.rss_peak_kib = max(p.rss_kib for p in inside or trace.points)
             res.write_window = end.write_bytes - trace.last_before(first_ts).write_bytes
+            if fsync_times is not None:
+                res.fsyncs_run = len(fsync_times)
+                res.fsyncs_window = sum(first_ts <= t <= t_done for t in fsync_times)
         if samples != a.n or predictions != a.n:
             res.notes.append(f"MISSING: {samples} samples, {predictions} predictions of {a.n}")
         if hb is None or hb[4] is None:
@@ -462,9 +505,10 @@ def report(
     print()
     print(
         "| devices | written B/sample, whole run | written B/sample, processing "
-        "| heartbeat B/sample | edgeml.db + -wal MB | file B/sample | snapshot B/model |"
+        "| heartbeat B/sample | edgeml.db + -wal MB | file B/sample | snapshot B/model "
+        "| fsyncs/s | fsyncs/sample |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         hb = (
             r.heartbeat_written / r.heartbeat_learned
@@ -476,7 +520,8 @@ def report(
             f"| {r.devices} | {fmt(r.per_sample(r.write_run), '.0f')} "
             f"| {fmt(r.per_sample(r.write_window), '.0f')} | {fmt(hb, '.0f')} "
             f"| {size / 1e6:.2f} | {fmt(r.per_sample(size), '.0f')} "
-            f"| {fmt(r.snapshot_bytes, '.0f')} |"
+            f"| {fmt(r.snapshot_bytes, '.0f')} | {fmt(r.fsyncs_per_s, '.1f')} "
+            f"| {fmt(r.per_sample(r.fsyncs_window), '.3f')} |"
         )
     print()
     idle = "the first start, no models yet" if args.rate is None else "no models yet"
@@ -494,6 +539,8 @@ def report(
         " processing = from the first arrival until all N were committed. heartbeat = edgeml's"
         " own daemon.bytes_written / daemon.learned (written at stop: without the last commit"
         " and the close). file = edgeml.db + edgeml.db-wal after the stop, / N."
+        " fsyncs (--fsyncs): fsync + fdatasync calls of any edgeml thread in the processing"
+        " window, per second of it and per sample (strace -f -p)."
     )
     failed = False
     for r in results:
@@ -539,6 +586,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=("debug", "info", "warning", "error"),
         default="warning",
         help="edgeml's log.level (warning), for a look at its log with --keep",
+    )
+    p.add_argument(
+        "--fsyncs",
+        action="store_true",
+        help="count edgeml's fsync/fdatasync calls with strace (costs it CPU)",
     )
     hidden = argparse.SUPPRESS
     p.add_argument("--publisher", action="store_true", help=hidden)

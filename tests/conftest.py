@@ -91,6 +91,32 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
     b.stop()
 
 
+# .ci/run sets it (CI runs as root): there the full-disk tests must run, not skip.
+REQUIRE_TMPFS = os.environ.get("EDGEML_REQUIRE_TMPFS") == "1"
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 12 MiB tmpfs of its own, unmounted afterwards."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    mount = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(mnt)],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    if mount.returncode != 0:
+        message = f"cannot mount a tmpfs here (needs root): {mount.stderr.strip()[-200:]}"
+        if REQUIRE_TMPFS:
+            pytest.fail(message)
+        pytest.skip(message)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False, capture_output=True)
+
+
 def _openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
 

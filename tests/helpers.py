@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import socket
 import sqlite3
@@ -140,3 +141,19 @@ async def heartbeats(path: Path, n: int, timeout: float = 20.0) -> None:
             if value is not None:
                 seen.add(value)
             await asyncio.sleep(0.05)
+
+
+def fill(directory: Path) -> Path:
+    """Write a file until the file system is full."""
+    filler = directory / "filler"
+    chunk = b"\xa5" * 65536
+    with filler.open("wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(chunk)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+    with filler.open("ab", buffering=0) as f, contextlib.suppress(OSError):
+        while True:  # the last few KiB, a byte at a time
+            f.write(b"\xa5" * 512)
+    return filler

@@ -11,3 +11,15 @@ class ConfigError(EdgemlError):
 
 class StoreError(EdgemlError):
     """The SQLite store cannot be opened, migrated or written."""
+
+
+class DiskFull(StoreError):
+    """A write failed for want of space (SQLITE_FULL, ENOSPC): a state to wait out, not a crash.
+
+    Nothing of the failed transaction was committed; the same write can be tried again.
+    """
+
+    def __init__(self, message: str, path: str, free_bytes: int | None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.free_bytes = free_bytes

@@ -8,6 +8,7 @@ from typing import Any, Literal, NamedTuple
 
 __all__ = [
     "MAX_ABS_VALUE",
+    "QUIET_REASONS",
     "Delivery",
     "DriftEvent",
     "Episode",
@@ -33,6 +34,8 @@ class Delivery(NamedTuple):
     (None: nothing to acknowledge, e.g. MQTT QoS 0). `dedup` is an id the transport reuses
     when it delivers the same message again (MQTT: the packet id), stored with the sample;
     `redelivered` says the transport knows this may be a repeat (MQTT: the DUP flag).
+    `retained` says the broker sent a state it kept, not a new reading (MQTT: the retain
+    flag, set on what a new subscription is sent).
     """
 
     topic: str
@@ -41,6 +44,7 @@ class Delivery(NamedTuple):
     ack: Any = None
     dedup: int | None = None
     redelivered: bool = False
+    retained: bool = False
 
 
 class RejectReason(StrEnum):
@@ -59,6 +63,18 @@ class RejectReason(StrEnum):
     BAD_TIMESTAMP = "bad_timestamp"
     BAD_KEY = "bad_key"
     BAD_LABEL = "bad_label"
+    # Not garbage: the device said it has no value (`nan`, `unavailable`, an empty payload).
+    MISSING_VALUE = "missing_value"
+    # A retained message: the broker's copy of a state, not a new reading (`retained = "skip"`).
+    RETAINED = "retained"
+    # The key's previous reading again, its timestamp not advanced (`dedupe = "identical"`).
+    DUPLICATE = "duplicate"
+
+
+# Reasons that are expected on a healthy broker: counted, never logged one by one.
+QUIET_REASONS = frozenset(
+    {RejectReason.MISSING_VALUE, RejectReason.RETAINED, RejectReason.DUPLICATE}
+)
 
 
 # A class label, or an anomaly stream's ground-truth flag.
@@ -171,6 +187,7 @@ class Outcome:
     error: float | None
     model_version: int
     label: Label | None = None  # classification: the predicted class
+    proba: dict[Any, float] | None = None  # classification: the probability of each class
     flag: bool | None = None  # anomaly: above the threshold (after the warm-up)
     episode: Episode | None = None  # anomaly: an episode began, rose or ended
     forecast: tuple[float, ...] = ()  # forecast: the next `horizon` values

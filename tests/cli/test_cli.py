@@ -49,6 +49,20 @@ def test_check_warns_about_protocol_311(tmp_path: Path) -> None:
     assert "warning: mqtt.protocol = '3.1.1'" in r.stderr
 
 
+def test_check_warns_that_ack_before_sync_can_lose_readings_in_a_power_cut(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(
+        '[mqtt]\nhost = "broker.example"\n[store]\nack_before_sync = true\n' + TELEMETRY
+    )
+    r = runner.invoke(app, ["check", "-c", str(path)], prog_name="edgeml")
+    assert r.exit_code == 0
+    assert "warning: store.ack_before_sync = true" in r.stderr
+    assert "power cut" in r.stderr
+    assert "lose acknowledged readings" in r.stderr
+
+
 def test_config_from_environment_variable(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     path.write_text('[mqtt]\nhost = "broker.example"\n' + TELEMETRY)

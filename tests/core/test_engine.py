@@ -11,6 +11,7 @@ from edgeml.config import Config, load
 from edgeml.core.batch import StoredSample
 from edgeml.core.engine import Engine, NeedsLearner
 from edgeml.core.messages import Outgoing
+from edgeml.errors import ConfigError
 from edgeml.learn import Learner
 from edgeml.records import Delivery
 
@@ -121,3 +122,43 @@ def test_replaying_the_stored_samples_gives_the_model_that_learned_them_live(
     a, b = live.learners[("temp", "dev1")], restarted.learners[("temp", "dev1")]
     assert a.metrics() == b.metrics()
     assert a.model.predict_one({"h": 50.0}) == b.model.predict_one({"h": 50.0})
+
+
+def test_a_key_that_goes_quiet_is_silent_and_its_next_reading_is_back(tmp_path: Path) -> None:
+    """By arrival time; "auto": 10 of the key's typical intervals, at least a minute."""
+    engine = Engine(config(tmp_path), 1, {}, {})
+    out: list[Outgoing] = []
+    for i in range(30):  # one reading every 10 s
+        engine.handle(reading(i)._replace(arrival=1000.0 + 10 * i), out)
+    last = 1000.0 + 290
+    engine.add_silences(last + 99, out)  # 10 intervals are 100 s: not yet
+    engine.add_silences(last + 101, out)
+    engine.add_silences(last + 500, out)  # still silent: said once
+    silent = [json.loads(o.payload) for o in out if b'"event":"silent"' in o.payload]
+    assert [(e["key"], e["last_seen"], e["silent_after"]) for e in silent] == [
+        ("dev1", last, 100.0)
+    ]
+    engine.handle(reading(30)._replace(arrival=last + 600), out)
+    back = [json.loads(o.payload) for o in out if b'"event":"back"' in o.payload]
+    assert [(e["key"], e["silent_for"]) for e in back] == [("dev1", 600.0)]
+    kinds = [row.kind for row in engine.take_batch().events]
+    assert kinds.count("silent") == 1 and kinds.count("back") == 1
+
+
+def test_silent_after_is_a_duration_or_off(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(STREAM + 'silent_after = "30s"\n')
+    engine = Engine(load(path), 1, {}, {})
+    out: list[Outgoing] = []
+    engine.handle(reading(0)._replace(arrival=100.0), out)  # one reading: a duration is enough
+    engine.add_silences(131.0, out)
+    assert [o for o in out if b'"event":"silent"' in o.payload]
+    path.write_text(STREAM + 'silent_after = "off"\n')
+    quiet = Engine(load(path), 1, {}, {})
+    out = []
+    quiet.handle(reading(0)._replace(arrival=100.0), out)
+    quiet.add_silences(10**9, out)
+    assert not [o for o in out if b'"event":"silent"' in o.payload]
+    path.write_text(STREAM + 'silent_after = "soon"\n')
+    with pytest.raises(ConfigError, match=r"stream\.0\.silent_after"):
+        load(path)

@@ -70,6 +70,9 @@ def test_a_forecast_needs_no_target_and_the_key_comes_from_the_url(tmp_path: Pat
     with pytest.raises(PredictError) as err:
         answer(e, "vib", "m1", {"rms": 1.0}, 1e9)
     assert err.value.status == 404  # m1 never sent a reading here
-    with pytest.raises(PredictError) as err:
+    with pytest.raises(PredictError) as err:  # a key no reading could have is just unknown
         answer(e, "level", "a/b", {}, 1e9)
-    assert (err.value.status, err.value.error) == (422, "bad_key")
+    assert (err.value.status, err.value.error) == (404, "unknown_key")
+    # A target sent along is not used: the forecast comes from the series' own values.
+    assert answer(e, "level", "t1", {"tank": "t1", "litres": 1}, 1e9 + 50) == got
+

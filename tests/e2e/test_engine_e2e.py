@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import pytest
 
 from edgeml.store.queries import read_events, read_status
 from tests.conftest import Broker, db_rows, load_config, publish_all, running, settle, write_config
@@ -72,8 +73,12 @@ async def test_classification_predicts_every_reading_and_learns_from_labelled_on
     # Every reading after the first label gets a prediction: a class and its probability.
     assert len(got) >= 598
     last = got[-1][1]
-    assert set(last) == {"ts", "label", "probability", "y", "model_version"}
+    assert set(last) == {"ts", "label", "probability", "probabilities", "y", "model_version"}
     assert isinstance(last["label"], bool) and 0.5 <= last["probability"] <= 1.0
+    # Every class's probability: P(fire) whatever the predicted label.
+    assert set(last["probabilities"]) == {"true", "false"}
+    assert last["probabilities"][str(last["label"]).lower()] == last["probability"]
+    assert sum(last["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
     rows = db_rows(cfg, "SELECT label FROM predictions")
     assert len(rows) >= 598 and {r[0] for r in rows} <= {"true", "false"}
     status = read_status(cfg.db_path)["streams"][0]

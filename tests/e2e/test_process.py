@@ -18,6 +18,7 @@ from tests.conftest import (
     Broker,
     db_rows,
     load_config,
+    publish_all,
     sample_count,
     settle,
     wait_for,
@@ -104,3 +105,34 @@ async def test_sigterm_drains_commits_and_exits_zero(
     assert d.wait(10) == 0
     ids = sorted(json.loads(x)["i"] for (x,) in db_rows(cfg, "SELECT x FROM samples"))
     assert ids == list(range(2000))
+
+
+def write_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("write_bytes:"):
+            return int(line.split()[1])
+    raise AssertionError("no write_bytes in /proc/<pid>/io")
+
+
+async def test_an_idle_daemon_writes_nothing_until_its_idle_heartbeat(
+    broker: Broker, tmp_path: Path, daemon_process: Any
+) -> None:
+    """An SD card: with no readings, a summary every 200 ms writes nothing at all (the
+    heartbeat is written when a figure changed, or every 2 minutes).
+    """
+    config = write_config(tmp_path, broker, TELEMETRY, '[store]\nsummary_interval = "200ms"\n')
+    cfg = load_config(config)
+    d = daemon_process(config)
+    d.start()
+    await d.wait_ready()
+    await publish_all(broker, telemetry(100))
+    await wait_for(lambda: sample_count(cfg) == 100)
+    await asyncio.sleep(3)  # the last figures (the rate falling to 0) are written
+    assert d.proc is not None
+    before, beat = write_bytes(d.proc.pid), read_status(cfg.db_path)["daemon"]["last_beat"]
+    await asyncio.sleep(3)  # 15 summary intervals, idle
+    assert write_bytes(d.proc.pid) == before
+    doc = read_status(cfg.db_path)["daemon"]
+    assert doc["last_beat"] == beat and doc["running"] is True
+    d.terminate()
+    assert d.wait(10) == 0

@@ -5,10 +5,13 @@ Prometheus sees them, and the alerting rules of docs/monitoring/ load in it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
 import subprocess
+import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,11 +81,24 @@ def prometheus(tmp_path: Path) -> Iterator[Prometheus]:
         stderr=subprocess.STDOUT,
     )
     try:
+        ready(f"http://127.0.0.1:{port}/-/ready", proc, workdir / "prometheus.log")
         yield Prometheus(f"http://127.0.0.1:{port}", target)
     finally:
         proc.terminate()
         proc.wait(20)
         log.close()
+
+
+def ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    """Until Prometheus answers its readiness probe (it reads its config and rules first)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"prometheus exited: {log.read_text()[-2000:]}"
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as r:
+            if r.status == 200:
+                return
+        time.sleep(0.1)
+    pytest.fail(f"prometheus was not ready in 60 s: {log.read_text()[-2000:]}")
 
 
 async def query(client: aiohttp.ClientSession, prom: Prometheus, expr: str) -> float | None:

@@ -296,8 +296,8 @@ async def test_a_member_of_the_group_reads_status_while_running_and_after_stop(
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(15) == 0
         # SQLite removed -wal and -shm on close; the operator cannot create -shm in the
-        # state directory, and still reads the status.
-        assert sorted(p.name for p in state.iterdir()) == ["edgeml.db"]
+        # state directory, and still reads the status. (disk.json stays: see storage.md.)
+        assert sorted(p.name for p in state.iterdir()) == ["disk.json", "edgeml.db"]
         t0 = time.monotonic()
         r = status(OPERATOR_UID, [GROUP])
         assert r.returncode == 0, r.stderr

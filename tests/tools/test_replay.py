@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ async def test_replay_learns_good_rows_and_reports_broken_lines(
         assert r.exit_code == 0, r.output
         assert await settle(cfg, 100) == 100
     assert "published 100 rows to temp; 3 rows did not decode" in r.stdout
+    assert "older than store.retention" not in r.stderr  # arrival time: nothing is old
     assert f"{csv_file}:12: non_numeric: h" in r.stderr
     assert f"{csv_file}:32: 2 cells, the header has 3" in r.stderr
     assert f"{csv_file}:52: missing_target: t" in r.stderr
@@ -96,3 +98,20 @@ async def test_a_replay_that_sent_nothing_fails(broker: Broker, tmp_path: Path) 
         prog_name="edgeml",
     )
     assert r.exit_code == 1 and "nothing was sent" in r.stderr, r.stderr
+
+
+async def test_replay_names_the_rows_that_retention_will_prune(
+    broker: Broker, tmp_path: Path
+) -> None:
+    stream = TELEMETRY.replace('target = "t"', 'target = "t"\ntimestamp = "ts"')
+    path = write_config(tmp_path, broker, stream)
+    old = tmp_path / "last-year.csv"
+    old.write_text("ts,i,h,t\n1700000000,1,2,3\n1700000060,2,3,4\n" + f"{int(time.time())},3,4,5\n")
+    r = await asyncio.to_thread(
+        runner.invoke,
+        app,
+        ["replay", str(old), "--stream", "temp", "--key", "k", "-c", str(path)],
+        prog_name="edgeml",
+    )
+    assert r.exit_code == 0, r.output
+    assert "note: 2 rows are older than store.retention (7d)" in " ".join(r.stderr.split())

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import aiomqtt
-from typer.testing import CliRunner
 
-from edgeml.cli.app import app
-from edgeml.store.queries import read_status
+from edgeml.store.queries import read_events, read_status
 from edgeml.tools.simulate import Faults, Simulator
 from tests.conftest import Broker, load_config, running, settle, write_config
 
@@ -20,6 +21,9 @@ FAULTS = Faults(change_at=5, drift_from=5, spike_rate=0.05, stuck_at=3, drop_at=
 def readings(seed: int, ticks: int = 100) -> list[tuple[str, bytes, str]]:
     sim = Simulator(devices=4, rate=10, seed=seed, faults=FAULTS)
     return [(r.topic, r.payload, r.note) for n in range(ticks) for r in sim.tick(n, 1.8e9)]
+
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_same_seed_same_readings() -> None:
@@ -63,14 +67,17 @@ features = ["humidity", "pressure", "load"]
     cfg = load_config(path)
     async with running(cfg), aiomqtt.Client(broker.host, broker.port) as watcher:
         await watcher.subscribe("sensors/+/status", qos=1)
+        # A real process: what it prints on stderr is what a user sees (under pytest, log
+        # records are captured instead).
         r = await asyncio.to_thread(
-            CliRunner().invoke,
-            app,
-            ["simulate", "--devices", "3", "--rate", "10", "--duration", "3", "--seed", "2",
-             "--drop-at", "2", "--bad", "0.1", "-c", str(path)],
+            subprocess.run,
+            [sys.executable, "-m", "edgeml", "simulate", "--devices", "3", "--rate", "10",
+             "--duration", "3", "--seed", "2", "--drop-at", "2", "--bad", "0.1", "-c", str(path)],
+            capture_output=True, text=True, check=False,
         )  # fmt: skip
-        assert r.exit_code == 0, r.output
+        assert r.returncode == 0, r.stdout + r.stderr
         assert "sim2: drops off (its will says offline)" in r.stdout
+        assert r.stderr == ""  # no "Could not gracefully disconnect" for the dropped device
         statuses: dict[str, bytes] = {}
         async with asyncio.timeout(10):
             async for m in watcher.messages:
@@ -84,3 +91,52 @@ features = ["humidity", "pressure", "load"]
     assert daemon["received"] == sent
     assert daemon["learned"] + daemon["rejected"] == sent
     assert daemon["rejected"] > 0  # the bad payloads
+
+
+def documented_example(speedup: float) -> list[str]:
+    """The `edgeml simulate` command of docs/cli.md, `speedup` times faster: the same
+    readings (rate up, every time down by the same factor).
+    """
+    text = (ROOT / "docs" / "cli.md").read_text()
+    block = text.split("## `edgeml simulate`", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    args = shlex.split(block.replace("\\\n", " "))[2:]  # after `edgeml simulate`
+    times = {"--duration", "--change-at", "--drift-from", "--stuck-at", "--drop-at"}
+    out = []
+    for name, given in zip(args[::2], args[1::2], strict=True):
+        value = given
+        if name == "--rate":
+            value = f"{float(given) * speedup:g}"
+        elif name in times:
+            value = f"{float(given) / speedup:g}"
+        out += [name, value]
+    return out
+
+
+async def test_the_documented_example_shows_the_drift_and_the_anomalies_it_promises(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """docs/cli.md's simulate example against the example config.toml: a drift of
+    temperature/sim0 after its change, and anomaly episodes on the vibration stream.
+    """
+    config = (ROOT / "config.toml").read_text()
+    config = config.replace("port = 1883", f"port = {broker.port}")
+    config = config.replace('host = "localhost"', f'host = "{broker.host}"')
+    config = config.replace('state_dir = "./state"', 'state_dir = "state"')
+    path = tmp_path / "config.toml"
+    path.write_text(config)
+    cfg = load_config(path)
+    args = documented_example(20)
+    async with running(cfg):
+        r = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "edgeml", "simulate", *args, "-c", str(path)],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stdout + r.stderr
+        sent = int(r.stdout.strip().splitlines()[-1].split()[1])
+        await settle(cfg, sent, quiet_s=1.5)
+    events = read_events(cfg.db_path, limit=10_000)
+    drifts = [e for e in events if e["kind"] == "drift" and e["stream"] == "temperature"]
+    assert any(e["key"] == "sim0" for e in drifts), [(e["key"], e["seq"]) for e in drifts]
+    episodes = [e for e in events if e["kind"] == "anomaly" and e["data"]["type"] == "new"]
+    assert episodes and all(e["stream"] == "vibration" for e in episodes)

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edgeml import __version__
+from edgeml.cli import decode as cli_decode
 from edgeml.cli import models as cli_models
 from edgeml.cli import tools as cli_tools
 from edgeml.cli.common import ConfigOpt, err, exit_on_error, fail, load_or_exit, split_target
@@ -167,7 +168,8 @@ def events(
         typer.Option(
             help="drift, retrain (a challenger starts), promotion (any new version, also "
             "import and rollback), challenger_dropped, guard (a diverged model), anomaly, "
-            "reject (payloads that did not decode: one event per stream a minute at most); "
+            "reject (payloads that did not decode: one event per stream a minute at most), "
+            "silent and back (a device stopped sending, and came back); "
             "repeat for several."
         ),
     ] = None,
@@ -302,6 +304,7 @@ def _since(text: str | None) -> float | None:
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
+app.command()(cli_decode.decode)
 app.command()(cli_tools.replay)
 app.command()(cli_tools.simulate)
 app.add_typer(cli_models.app, name="models")

@@ -121,7 +121,8 @@ def _export_all(cfg: Config, out: Path) -> None:
     champions = [r for r in list_versions(cfg.db_path) if r["champion"]]
     missed = []
     for r in champions:
-        path = out / f"{r['stream']}__{r['key']}__v{r['version']}.edgeml"
+        key = r["key"].replace("/", "__")  # a regex key may hold `/`
+        path = out / f"{r['stream']}__{key}__v{r['version']}.edgeml"
         try:
             export_bundle(cfg, r["stream"], r["key"], None, path)
         except EdgemlError as exc:
@@ -205,7 +206,10 @@ def retrain(
     ] = 500,
     config: ConfigOpt = Path("config.toml"),
 ) -> None:
-    """Train a fresh model on the newest samples and make it the champion (reason `manual`)."""
+    """Start a challenger trained on the newest samples: it shadows the champion for the
+    stream's grace period and replaces it only if its error is reliably lower (reason
+    `manual`; with retrain.policy = "reset" it replaces it at once).
+    """
     cfg = load_or_exit(config)
     from edgeml.store.registry import list_versions, send_command
 

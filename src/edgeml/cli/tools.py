@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from edgeml.cli.common import ConfigOpt, err, exit_on_error, fail, load_or_exit
 from edgeml.config import MqttConfig
+
+if TYPE_CHECKING:  # the MQTT client is imported only by the commands that publish
+    from edgeml.tools.replay import ReplayResult
 
 __all__ = ["replay", "simulate"]
 
@@ -63,6 +66,11 @@ def replay(
                     lambda line: bar.update(task, completed=line - 1),
                 )
             )
+    _report(result, csv_file, stream, cfg.store.retention)
+
+
+def _report(result: ReplayResult, csv_file: Path, stream: str, retention: str) -> None:
+    """What was sent, the rows that were not (by line), and what retention will prune."""
     for line, why in result.bad[:20]:
         err.print(f"{csv_file}:{line}: {why}", markup=False, highlight=False)
     if len(result.bad) > 20:
@@ -70,6 +78,15 @@ def replay(
     typer.echo(
         f"published {result.published} rows to {stream}; {len(result.bad)} rows did not decode"
     )
+    if result.beyond_retention:
+        err.print(
+            f"note: {result.beyond_retention} rows are older than store.retention "
+            f"({retention}), which counts from each reading's own time: the daemon learns "
+            "them, then deletes them from its log once a snapshot covers them (edgeml report "
+            "will not show them). Raise [store] retention to keep them.",
+            markup=False,
+            highlight=False,
+        )
     if not result.published:
         raise fail(f"nothing was sent: no row of {csv_file} decodes for stream {stream!r}")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from rich import box
-from rich.console import Group, RenderableType
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
@@ -87,7 +87,7 @@ def render(
     if not doc["streams"]:
         parts.append(Text("no stream has learned anything yet"))
         return Group(*parts)
-    parts.append(_table(doc["streams"], now, history, last_drift))
+    parts.append(_Table(doc["streams"], now, history, last_drift))
     for s in doc["streams"]:
         c = s.get("challenger")
         if c:
@@ -129,6 +129,7 @@ def _daemon_lines(d: dict[str, Any], now: float) -> list[RenderableType]:
             f"or crashed), last beat {ago(d['last_beat'], now)}  node {d['node']}"
         )
     return [
+        *_disk_line(d.get("disk"), now),
         Text.from_markup(health),
         Text.from_markup(
             f"received {d['received']}  learned {d['learned']}  "
@@ -139,52 +140,113 @@ def _daemon_lines(d: dict[str, Any], now: float) -> list[RenderableType]:
     ]
 
 
-def _table(
-    streams: list[dict[str, Any]],
-    now: float,
-    history: History | None,
-    last_drift: dict[tuple[str, str], float] | None,
-) -> Table:
-    # No vertical rules and one space between columns: the view must fit 80 columns over SSH.
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1))
-    longest = max(len(f"{s['stream']}/{s['key']}") for s in streams)
-    table.add_column("stream/key", no_wrap=True, min_width=min(longest, 40))
-    # Live, the rolling error and its trend say more than the cumulative figures.
-    columns = ["samples", "seen", "ver", "rolling", "trend"] if history is not None else [
-        "samples", "seen", "ver", "metric", "rolling"]  # fmt: skip
-    columns += ["drifts", "last drift"] if last_drift is not None else ["drifts"]
-    for col in columns:
-        table.add_column(col, justify="left" if col == "trend" else "right", no_wrap=True)
-    for s in streams:
-        table.add_row(*_row(s, now, history, last_drift))
-    return table
-
-
-def _row(
-    s: dict[str, Any],
-    now: float,
-    history: History | None,
-    last_drift: dict[tuple[str, str], float] | None,
-) -> list[str]:
-    stale = s["last_seen"] is not None and now - s["last_seen"] > 300
-    row = [
-        f"{s['stream']}/{s['key']}",
-        str(s["samples"]),
-        f"[yellow]{ago(s['last_seen'], now)}[/]" if stale else ago(s["last_seen"], now),
-        # "+c": a challenger is in its grace period (details below the table)
-        f"{s['model_version']}[cyan]+c[/]" if s.get("challenger") else str(s["model_version"]),
+def _disk_line(disk: dict[str, Any] | None, now: float) -> list[RenderableType]:
+    if not disk or disk["state"] != "full":
+        return []
+    free = disk["free_bytes"]
+    return [
+        Text.from_markup(
+            f"[red]disk full[/]: {disk['path']}  "
+            f"{'?' if free is None else f'{free / 2**20:.1f} MiB'} free  since "
+            f"{ago(disk['since'], now)}: not acknowledging (the broker keeps the readings), "
+            f"{disk['retries']} retries; resumes by itself when space returns"
+        )
     ]
-    if history is not None:
-        row += [num(_rolling(s)), f"[cyan]{sparkline(history.of(s['stream'], s['key']))}[/]"]
-    else:
-        key, label, _ = _METRICS.get(s["task"], _METRICS["regression"])
-        row += [f"{label} {num(s['metrics'].get(key))}", num(_rolling(s))]
-    row.append(str(s["drifts"]) if not s["drifts"] else f"[yellow]{s['drifts']}[/]")
-    if last_drift is not None:
-        when = last_drift.get((s["stream"], s["key"]))
-        recent = when is not None and now - when < 3600
-        row.append(f"[yellow]{ago(when, now)}[/]" if recent else ago(when, now))
-    return row
+
+
+class _Table:
+    """The stream/key table, laid out for the width it is drawn at: columns that do not fit
+    are left out (least useful first) and the trend is shortened; no cell is cut with `…`.
+    At 80 columns: stream/key, samples, seen, version, rolling error, an 8-step trend and
+    drifts; from 100 the last drift; from 120 a 16-step trend.
+    """
+
+    def __init__(
+        self,
+        streams: list[dict[str, Any]],
+        now: float,
+        history: History | None,
+        last_drift: dict[tuple[str, str], float] | None,
+    ) -> None:
+        self.streams, self.now, self.history, self.last_drift = streams, now, history, last_drift
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield self.table(options.max_width)
+
+    def table(self, width: int) -> Table:
+        columns = self._columns(width)
+        # The key column gets what is left, and folds a long name onto a second line.
+        others = sum(max(_cell_len(c) for c in cells) for _, cells in columns[1:])
+        key_width = max(12, width - others - 2 * (len(columns) - 1))
+        table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1),
+                      collapse_padding=True)  # fmt: skip
+        for i, (name, _) in enumerate(columns):
+            if i == 0:
+                table.add_column(name, overflow="fold", max_width=key_width)
+            else:
+                table.add_column(name, justify="left" if name == "trend" else "right", no_wrap=True)
+        for row in zip(*(cells[1:] for _, cells in columns), strict=True):
+            table.add_row(*row)
+        return table
+
+    def _columns(self, width: int) -> list[tuple[str, list[str]]]:
+        """(header, [header, cell, ...]) per column that fits `width`."""
+        now, streams, live = self.now, self.streams, self.history is not None
+        cols: list[tuple[str, list[str]]] = [
+            ("stream/key", [f"{s['stream']}/{s['key']}" for s in streams]),
+            ("samples", [_count(s["samples"]) for s in streams]),
+            ("seen", [_seen(s["last_seen"], now) for s in streams]),
+            ("ver", [_version(s) for s in streams]),
+        ]
+        if self.history is not None:
+            steps = HISTORY if width >= 120 else HISTORY // 2
+            trend = [sparkline(self.history.of(s["stream"], s["key"])[-steps:]) for s in streams]
+            cols += [("rolling", [num(_rolling(s)) for s in streams]),
+                     ("trend", [f"[cyan]{t}[/]" for t in trend])]  # fmt: skip
+        else:
+            cols += [("metric", [_metric(s) for s in streams]),
+                     ("rolling", [num(_rolling(s)) for s in streams])]  # fmt: skip
+        if not live or width >= 80:
+            cols.append(("drifts", [_drifts(s) for s in streams]))
+        if self.last_drift is not None and width >= 100:
+            cols.append(("last drift", [self._last(s) for s in streams]))
+        return [(name, [name, *cells]) for name, cells in cols]
+
+    def _last(self, s: dict[str, Any]) -> str:
+        assert self.last_drift is not None
+        when = self.last_drift.get((s["stream"], s["key"]))
+        text = ago(when, self.now).removesuffix(" ago")
+        return f"[yellow]{text}[/]" if when is not None and self.now - when < 3600 else text
+
+
+def _cell_len(cell: str) -> int:
+    return Text.from_markup(cell).cell_len
+
+
+def _count(n: int) -> str:
+    """Samples in at most 6 characters: 12345, 123.4k, 12.3M."""
+    if n < 100_000:
+        return str(n)
+    return f"{n / 1000:.1f}k" if n < 1_000_000 else f"{n / 1_000_000:.1f}M"
+
+
+def _seen(ts: float | None, now: float) -> str:
+    text = ago(ts, now).removesuffix(" ago")
+    return f"[yellow]{text}[/]" if ts is not None and now - ts > 300 else text
+
+
+def _version(s: dict[str, Any]) -> str:
+    # "+c": a challenger is in its grace period (details below the table)
+    return f"{s['model_version']}[cyan]+c[/]" if s.get("challenger") else str(s["model_version"])
+
+
+def _metric(s: dict[str, Any]) -> str:
+    key, label, _ = _METRICS.get(s["task"], _METRICS["regression"])
+    return f"{label} {num(s['metrics'].get(key))}"
+
+
+def _drifts(s: dict[str, Any]) -> str:
+    return str(s["drifts"]) if not s["drifts"] else f"[yellow]{s['drifts']}[/]"
 
 
 def _last_drifts(db: Path) -> dict[tuple[str, str], float]:

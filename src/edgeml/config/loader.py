@@ -95,6 +95,12 @@ def warnings_for(cfg: Config) -> list[str]:
             "(mosquitto's max_inflight_messages), so every batch commits after at most 20; "
             "use protocol 5 for throughput"
         )
+    if cfg.store.ack_before_sync:
+        out.append(
+            "store.ack_before_sync = true: readings are acknowledged before their commit is "
+            "synced to storage, so a power cut or a kernel crash can lose acknowledged readings "
+            "for good (the broker has forgotten them)"
+        )
     if cfg.mqtt.password is not None:
         mode = cfg.source.stat().st_mode if cfg.source.exists() else 0
         if mode & 0o004:

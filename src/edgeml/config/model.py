@@ -20,6 +20,14 @@ from edgeml.config.alert import AlertConfig
 from edgeml.config.base import Frozen as _Frozen
 from edgeml.config.base import parse_duration
 from edgeml.config.http import HttpConfig
+from edgeml.config.payloads import (
+    check_field,
+    check_filters,
+    check_key,
+    check_payload_rules,
+    check_timezone,
+    check_value_map,
+)
 from edgeml.errors import ConfigError
 
 __all__ = [
@@ -44,19 +52,6 @@ __all__ = [
 
 # A name that can be one MQTT topic level and one file-name-safe identifier.
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-
-
-def _check_filter(topic: str) -> str:
-    """Validate an MQTT topic filter (wildcards allowed) by the rules of MQTT 3.1.1 §4.7."""
-    if not topic or len(topic.encode()) > 65535 or "\0" in topic:
-        raise ValueError(f"{topic!r} is not a valid MQTT topic filter")
-    levels = topic.split("/")
-    for i, level in enumerate(levels):
-        if "#" in level and (level != "#" or i != len(levels) - 1):
-            raise ValueError(f"{topic!r}: '#' must be a whole level and the last one")
-        if "+" in level and level != "+":
-            raise ValueError(f"{topic!r}: '+' must be a whole level")
-    return topic
 
 
 class NodeConfig(_Frozen):
@@ -92,8 +87,7 @@ class MqttConfig(_Frozen):
     topic_prefix: str = "edgeml"
     max_payload_bytes: Annotated[StrictInt, Field(ge=16)] = 65536
     tls: TlsConfig | None = None
-    # MQTT 5 request/response: answer predictions asked on <prefix>/<node>/<stream>/<key>/predict.
-    predict_requests: StrictBool = False
+    predict_requests: StrictBool = False  # MQTT 5: answer <prefix>/<node>/<stream>/<key>/predict
 
     @field_validator("protocol", mode="before")
     @classmethod
@@ -215,7 +209,7 @@ ParamValue = StrictBool | StrictInt | StrictFloat | str
 
 class StreamConfig(_Frozen):
     name: str
-    topic: str
+    topic: str | tuple[str, ...]  # a filter, or a list of them (`topics`)
     key: str | None = None
     task: Task = "regression"
     target: str | None = None
@@ -227,11 +221,32 @@ class StreamConfig(_Frozen):
     params: dict[str, ParamValue] = Field(default_factory=dict)
     rolling_window: Annotated[StrictInt, Field(ge=1, le=1_000_000)] = 500
     publish: Literal["all", "anomalies", "none"] = "all"
+    # A key that sends nothing this long raises a `silent` event: a duration, "auto" (10 of
+    # its typical intervals, at least a minute) or "off".
+    silent_after: str = "auto"
     drift: DriftConfig = DriftConfig()
     retrain: RetrainConfig = RetrainConfig()
     anomaly: AnomalyConfig = AnomalyConfig()
     alert: AlertConfig = AlertConfig()
     forecast: ForecastConfig = ForecastConfig()
+    # What a message is (docs/configuration.md#what-a-message-is): JSON, or one value whose
+    # field is named by the topic.
+    payload: Literal["json", "value"] = "json"
+    field: str | None = None
+    value_map: dict[str, StrictInt | StrictFloat] = Field(default_factory=dict)
+    value_map_defaults: StrictBool = True
+    timestamp_tz: str = "UTC"
+    retained: Literal["skip", "learn"] = "skip"
+    dedupe: Literal["off", "identical"] | None = None  # None: by `payload`, set below
+    join_window: str = "0s"
+    join_on: Literal["target", "any"] = "target"
+
+    @field_validator("silent_after")
+    @classmethod
+    def _silent_after(cls, v: str) -> str:
+        if v not in ("auto", "off"):
+            parse_duration(v)
+        return v
 
     @field_validator("name")
     @classmethod
@@ -240,22 +255,18 @@ class StreamConfig(_Frozen):
             raise ValueError(f"{v!r} must be 1-64 letters, digits, '_', '.' or '-'")
         return v
 
-    @field_validator("topic")
-    @classmethod
-    def _topic(cls, v: str) -> str:
-        return _check_filter(v)
+    _topic = field_validator("topic")(staticmethod(check_filters))
+    _key = field_validator("key")(staticmethod(check_key))
+    _field = field_validator("field")(staticmethod(check_field))
+    _value_map = field_validator("value_map")(staticmethod(check_value_map))
+    _timestamp_tz = field_validator("timestamp_tz")(staticmethod(check_timezone))
 
-    @field_validator("key")
+    @field_validator("join_window")
     @classmethod
-    def _key(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        kind, _, arg = v.partition(":")
-        if kind == "topic" and arg.isdigit():
-            return v
-        if kind == "field" and arg:
-            return v
-        raise ValueError(f"{v!r} must be 'topic:N' (topic level N, from 0) or 'field:NAME'")
+    def _join_window(cls, v: str) -> str:
+        if not 0 <= parse_duration(v) <= 3600:
+            raise ValueError("must be from '0s' (no join) to '1h'")
+        return v
 
     @model_validator(mode="after")
     def _cross(self) -> StreamConfig:
@@ -286,13 +297,9 @@ class StreamConfig(_Frozen):
                 raise ValueError(f"target {self.target!r} is also listed in features")
             if len(set(self.features)) != len(self.features):
                 raise ValueError("features lists a field twice")
-        if self.key and self.key.startswith("topic:"):
-            level = int(self.key[6:])
-            levels = self.topic.split("/")
-            if level >= len(levels) and "#" not in levels:
-                raise ValueError(
-                    f"key {self.key!r}: topic {self.topic!r} has only {len(levels)} levels"
-                )
+        check_payload_rules(self)
+        if self.dedupe is None:
+            object.__setattr__(self, "dedupe", "identical" if self.payload == "value" else "off")
         return self
 
     @property
@@ -300,6 +307,14 @@ class StreamConfig(_Frozen):
         """Fields that are never features: target, label, key and timestamp."""
         fields = (self.target, self.label, self.key_field, self.timestamp)
         return tuple(f for f in fields if f)
+
+    @property
+    def topics(self) -> tuple[str, ...]:
+        return (self.topic,) if isinstance(self.topic, str) else self.topic
+
+    @property
+    def join_window_s(self) -> float:
+        return parse_duration(self.join_window)
 
     @property
     def key_field(self) -> str | None:
@@ -315,6 +330,9 @@ class StoreConfig(_Frozen):
     batch_size: Annotated[StrictInt, Field(ge=1, le=100_000)] = 500
     summary_interval: str = "2s"
     retention: str = "7d"
+    # Opt-in, and named for its risk: acknowledge a reading once its commit is written, before
+    # it is synced to storage. Faster on a slow card; a power cut can lose acknowledged readings.
+    ack_before_sync: StrictBool = False
 
     @field_validator("summary_interval", "retention")
     @classmethod

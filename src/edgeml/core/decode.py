@@ -1,35 +1,66 @@
-"""MQTT topic + payload bytes -> Sample or Reject; pure, no I/O."""
+"""MQTT topic + payload bytes -> Sample or Reject; pure, no I/O.
+
+A payload is a JSON object (fields by dotted paths, `core.values`) or, for a
+`payload = "value"` stream, one plain value whose field the topic names.
+"""
 
 from __future__ import annotations
 
 import json
-import math
 import re
-from datetime import UTC, datetime
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 from edgeml.config import StreamConfig
+from edgeml.core.values import (
+    MISSING,
+    compile_path,
+    get,
+    number,
+    parse_value,
+    timestamp,
+    value_map,
+    zone,
+)
 from edgeml.records import MAX_ABS_VALUE, Label, Reject, RejectReason, Sample
 
-__all__ = ["DEFAULT_KEY", "MAX_ABS_VALUE", "MAX_AUTO_FEATURES", "Decoder", "parse", "topic_matches"]
+__all__ = [
+    "DEFAULT_KEY",
+    "MAX_ABS_VALUE",
+    "MAX_AUTO_FEATURES",
+    "Decoder",
+    "Partial",
+    "decode_all",
+    "output_key",
+    "parse",
+    "topic_matches",
+]
 
 DEFAULT_KEY = "default"
 # With `features` omitted, a payload contributes at most this many numeric fields, and
 # nested objects are followed this deep: a hostile payload must not create a huge model.
 MAX_AUTO_FEATURES = 256
 _MAX_DEPTH = 16
-# Epoch numbers above this are milliseconds (1e11 s is the year 5138; 1e11 ms is 1973).
-_MS_THRESHOLD = 1e11
-_MAX_TS = 1e10  # the year 2286: anything later is a broken clock, not a reading time
 _MAX_LABEL = 64
 _KEY_OK = re.compile(r"^[^/+#\x00-\x1f]{1,64}$")
+# A key taken by a regex may hold `/` (zigbee2mqtt's `kitchen/floor_light`).
+_REGEX_KEY_OK = re.compile(r"^[^+#\x00-\x1f]{1,64}$")
 
 
-class _Missing:
-    pass
+class Partial(NamedTuple):
+    """What one message gives a stream that joins (`join_window`): some of its fields,
+    each checked already (a number, or a label), waiting to be joined by `core.join`.
+    """
+
+    stream: str
+    key: str
+    ts: float
+    fields: dict[str, float | Label]
 
 
-_MISSING = _Missing()
+def output_key(key: str) -> str:
+    """A key as one level of an outgoing topic: each `/` becomes `__`."""
+    return key.replace("/", "__") if "/" in key else key
 
 
 def topic_matches(topic_filter: str, topic: str) -> bool:
@@ -62,135 +93,134 @@ def parse(payload: bytes, max_bytes: int) -> Any | Reject:
         return Reject("", RejectReason.NOT_JSON, str(exc)[:120])
 
 
-def _get(obj: dict[str, Any], path: str) -> Any:
-    """A dotted path into nested objects; a key that itself contains dots is tried first."""
-    if path in obj:
-        return obj[path]
-    node: Any = obj
-    for part in path.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return _MISSING
-        node = node[part]
-    return node
-
-
-def _number(value: Any) -> float | RejectReason:
-    if isinstance(value, bool):
-        return 1.0 if value else 0.0
-    if isinstance(value, int | float):
-        try:
-            f = float(value)
-        except OverflowError:
-            return RejectReason.NON_FINITE
-        if not math.isfinite(f):
-            return RejectReason.NON_FINITE
-        return f if abs(f) <= MAX_ABS_VALUE else RejectReason.OUT_OF_RANGE
-    return RejectReason.NON_NUMERIC
-
-
-def _timestamp(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        try:
-            ts = float(value)
-        except OverflowError:
-            return None
-        if ts > _MS_THRESHOLD:
-            ts /= 1000.0
-        if ts > _MAX_TS:
-            return None
-    elif isinstance(value, str):
-        try:
-            dt = datetime.fromisoformat(value)
-        except ValueError:
-            return None
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=UTC)
-        ts = dt.timestamp()
-        if ts > _MAX_TS:
-            return None
-    else:
-        return None
-    return ts if math.isfinite(ts) and ts > 0 else None
-
-
 class Decoder:
     """Decodes the payloads of one `[[stream]]`; holds only precomputed config, no state."""
 
     def __init__(self, stream: StreamConfig, max_payload_bytes: int = 65536) -> None:
-        self.stream = stream
+        s = self.stream = stream
         self.name = stream.name
         self.max_payload_bytes = max_payload_bytes
+        self.plain = stream.payload == "value"
+        self.skip_retained = stream.retained == "skip"
         self._excluded = set(stream.excluded)
         self._numeric_target = stream.task in ("regression", "forecast")
         self._binary = stream.model == "logistic"
+        self._states = value_map(stream.value_map, stream.value_map_defaults)
+        self._tz = zone(stream.timestamp_tz)
+        self._target = None if s.target is None else compile_path(s.target)
+        label = s.target if s.task == "classification" else s.label
+        self._label = None if label is None else compile_path(label)
+        self._timestamp = None if s.timestamp is None else compile_path(s.timestamp)
+        self._features = None if s.features is None else [compile_path(f) for f in s.features]
+        self._key_path = None if s.key_field is None else compile_path(s.key_field)
+        self._key_regex = _regex(s.key)
+        self._field_regex = _regex(s.field)
+        self._field_level = _level(s.field)
+        self._value_name = s.target or "value"
+        self.joins = s.join_window_s > 0
+        self._filters = s.topics
+        self._filter = s.topics[0] if len(s.topics) == 1 else None
 
     def matches(self, topic: str) -> bool:
-        return topic_matches(self.stream.topic, topic)
+        if self._filter is not None:
+            return topic_matches(self._filter, topic)
+        return any(topic_matches(f, topic) for f in self._filters)
 
-    def decode(self, topic: str, payload: bytes, arrival: float) -> Sample | Reject:
+    def decode(self, topic: str, payload: bytes, arrival: float) -> Sample | Partial | Reject:
+        if self.plain:
+            return self._plain(topic, payload, arrival)
         value = parse(payload, self.max_payload_bytes)
         if isinstance(value, Reject):
             return Reject(self.name, value.reason, value.detail)
         return self.extract(topic, value, arrival)
 
-    def extract(self, topic: str, value: Any, arrival: float) -> Sample | Reject:
-        """A parsed JSON value -> Sample or Reject (the JSON is parsed once for every stream)."""
+    def extract(self, topic: str, value: Any, arrival: float) -> Sample | Partial | Reject:
+        """A parsed JSON value -> Sample or Reject (the JSON is parsed once for every stream);
+        a Partial for a stream that joins.
+        """
         s = self.stream
         if not isinstance(value, dict):
             return self._bare(topic, value, arrival)
         key = self._key(topic, value)
         if isinstance(key, Reject):
             return key
+        if self.joins:
+            return self._partial(key, value, arrival)
         y: float | None = None
         label: Label | None = None
         if self._numeric_target:
-            assert s.target is not None  # the config requires it for these tasks
-            target = _get(value, s.target)
-            if target is _MISSING or target is None:
-                return self._reject(RejectReason.MISSING_TARGET, s.target)
-            number = _number(target)
-            if isinstance(number, RejectReason):
-                return self._reject(number, s.target)
-            y = number
-        else:
+            assert self._target is not None  # the config requires it for these tasks
+            whole = self._target[0]
+            target = value[whole] if whole in value else get(value, self._target)
+            if target is MISSING or target is None:
+                return self._reject(RejectReason.MISSING_TARGET, self._target[0])
+            y_or_why = number(target, self._states)
+            if isinstance(y_or_why, RejectReason):
+                return self._reject(y_or_why, self._target[0])
+            y = y_or_why
+        elif self._label is not None:
             # A classifier's label and an anomaly stream's ground truth may be absent: the
             # reading is still predicted (scored), and learned from as far as it can be.
-            field = s.target if s.task == "classification" else s.label
-            raw = _MISSING if field is None else _get(value, field)
-            if raw is not _MISSING and raw is not None:
-                checked = self._label(raw)
+            raw = get(value, self._label)
+            if raw is not MISSING and raw is not None:
+                checked = self._check_label(raw)
                 if isinstance(checked, Reject):
                     return checked
                 label = checked
-        ts = arrival
-        if s.timestamp is not None:
-            raw_ts = _get(value, s.timestamp)
-            if raw_ts is not _MISSING and raw_ts is not None:
-                parsed = _timestamp(raw_ts)
-                if parsed is None:
-                    return self._reject(
-                        RejectReason.BAD_TIMESTAMP, f"{s.timestamp}={raw_ts!r}"[:80]
-                    )
-                ts = parsed
-        if s.features is None:
-            x = self._auto_features(value)
-            if isinstance(x, Reject):
-                return x
-        else:
-            x = {}
-            for path in s.features:
-                raw = _get(value, path)
-                if raw is _MISSING or raw is None:
-                    return self._reject(RejectReason.MISSING_FEATURE, path)
-                v = _number(raw)
-                if isinstance(v, RejectReason):
-                    return self._reject(v, path)
-                x[path] = v
+        ts = arrival if self._timestamp is None else self._ts(value, arrival)
+        if isinstance(ts, Reject):
+            return ts
+        if self._features is None:
+            auto = self._auto_features(value)
+            if isinstance(auto, Reject):
+                return auto
+            return Sample(s.name, key, ts, auto, y, label)
+        x: dict[str, float] = {}
+        for path in self._features:  # inline: this runs for every reading of every stream
+            whole = path[0]
+            raw = value[whole] if whole in value else get(value, path)
+            if raw is MISSING or raw is None:
+                return self._reject(RejectReason.MISSING_FEATURE, whole)
+            v = number(raw, self._states)
+            if isinstance(v, RejectReason):
+                return self._reject(v, whole)
+            x[whole] = v
         return Sample(s.name, key, ts, x, y, label)
 
-    def _label(self, raw: Any) -> Label | Reject:
+    def _ts(self, value: dict[str, Any], arrival: float) -> float | Reject:
+        if self._timestamp is None:
+            return arrival
+        raw_ts = get(value, self._timestamp)
+        if raw_ts is MISSING or raw_ts is None:
+            return arrival
+        parsed = timestamp(raw_ts, self._tz)
+        if parsed is None:
+            return self._reject(RejectReason.BAD_TIMESTAMP, f"{self._timestamp[0]}={raw_ts!r}"[:80])
+        return parsed
+
+    def _partial(self, key: str, value: dict[str, Any], arrival: float) -> Partial | Reject:
+        """The stream's fields this message holds, each checked; the rest come by the join."""
+        ts = self._ts(value, arrival)
+        if isinstance(ts, Reject):
+            return ts
+        fields: dict[str, float | Label] = {}
+        wanted = [(self._target, self._numeric_target), (self._label, False)]
+        wanted += [(path, True) for path in self._features or ()]
+        for path, numeric in wanted:
+            raw = MISSING if path is None else get(value, path)
+            if raw is MISSING or raw is None or path is None:
+                continue
+            v = number(raw, self._states) if numeric else self._check_label(raw)
+            if isinstance(v, Reject):
+                return v
+            if isinstance(v, RejectReason):
+                return self._reject(v, path[0])
+            fields[path[0]] = v
+        if not fields:
+            return self._reject(RejectReason.MISSING_FEATURE, "none of the stream's fields")
+        return Partial(self.name, key, ts, fields)
+
+    def _check_label(self, raw: Any) -> Label | Reject:
         """true/false, an integer or a short string; binary (0/1 is bool) where it must be."""
         field = self.stream.target or self.stream.label or ""
         if self.stream.task == "anomaly" or self._binary:
@@ -217,7 +247,7 @@ class Decoder:
             or not self._numeric_target
         ):
             return self._reject(RejectReason.NOT_OBJECT, type(value).__name__)
-        y = _number(value)
+        y = number(value, self._states)
         if isinstance(y, RejectReason):
             return self._reject(y, "payload")
         key = self._key(topic, {})
@@ -225,23 +255,57 @@ class Decoder:
             return key
         return Sample(s.name, key, arrival, {}, y)
 
+    def _plain(self, topic: str, payload: bytes, arrival: float) -> Sample | Partial | Reject:
+        """`payload = "value"`: one value (`21.5`, `ON`, `nan`), its field named by the topic."""
+        raw = parse_value(payload, self.max_payload_bytes, self._states)
+        if isinstance(raw, tuple):
+            return self._reject(*raw)
+        name = self._field(topic)
+        if isinstance(name, Reject):
+            return name
+        # A class label or anomaly flag: `ON` (1.0) and `1.0` are the integer 1.
+        label = self._label is not None and name == self._label[0]
+        if label and isinstance(raw, float) and raw.is_integer() and abs(raw) <= MAX_ABS_VALUE:
+            raw = int(raw)
+        return self.extract(topic, {name: raw}, arrival)
+
+    def _field(self, topic: str) -> str | Reject:
+        """The field a plain value feeds: a topic level, a regex group, or the target."""
+        if self._field_level is not None:
+            levels = topic.split("/")
+            if self._field_level < len(levels) and levels[self._field_level]:
+                return levels[self._field_level]
+        elif self._field_regex is not None:
+            m = self._field_regex.search(topic)
+            if m is not None and m.group("field"):
+                return str(m.group("field"))
+        else:
+            return self._value_name
+        return self._reject(RejectReason.MISSING_TARGET, f"topic {topic[:60]!r} names no field")
+
     def _key(self, topic: str, obj: dict[str, Any]) -> str | Reject:
         s = self.stream
+        ok = _KEY_OK
         if s.key_level is not None:
             levels = topic.split("/")
             if s.key_level >= len(levels):
                 return self._reject(
-                    RejectReason.BAD_KEY, f"topic {topic!r} has no level {s.key_level}"
+                    RejectReason.BAD_KEY, f"topic {topic[:60]!r} has no level {s.key_level}"
                 )
             key = levels[s.key_level]
-        elif s.key_field is not None:
-            raw = _get(obj, s.key_field)
+        elif self._key_path is not None:
+            raw = get(obj, self._key_path)
             if isinstance(raw, bool) or not isinstance(raw, str | int):
                 return self._reject(RejectReason.BAD_KEY, f"{s.key_field} missing or not a string")
             key = str(raw)
+        elif self._key_regex is not None:
+            m = self._key_regex.search(topic)
+            if m is None or m.group("key") is None:
+                return self._reject(RejectReason.BAD_KEY, f"topic {topic[:60]!r}: no key")
+            key, ok = m.group("key"), _REGEX_KEY_OK
         else:
             return DEFAULT_KEY
-        if not _KEY_OK.match(key):
+        if not ok.match(key):
             return self._reject(RejectReason.BAD_KEY, f"{key[:40]!r} cannot be a topic level")
         return key
 
@@ -260,7 +324,7 @@ class Decoder:
                     continue
                 if not isinstance(raw, bool | int | float):
                     continue  # strings, lists and nulls are not features unless listed
-                v = _number(raw)
+                v = number(raw, self._states)
                 if isinstance(v, RejectReason):
                     return self._reject(v, path)
                 x[path] = v
@@ -270,3 +334,38 @@ class Decoder:
 
     def _reject(self, reason: RejectReason, detail: str) -> Reject:
         return Reject(self.name, reason, detail)
+
+
+def _regex(spec: str | None) -> re.Pattern[str] | None:
+    return re.compile(spec[6:]) if spec and spec.startswith("regex:") else None
+
+
+def _level(spec: str | None) -> int | None:
+    return int(spec[6:]) if spec and spec.startswith("topic:") else None
+
+
+def decode_all(
+    decoders: Sequence[Decoder], topic: str, payload: bytes, arrival: float, retained: bool
+) -> tuple[bool, list[Sample | Partial | Reject]]:
+    """Every stream the topic matches -> its Sample or Reject (the JSON is parsed once);
+    False first when no stream's filter matches.
+    """
+    value: Any = None
+    parsed = False
+    results: list[Sample | Partial | Reject] = []
+    for decoder in decoders:
+        if not decoder.matches(topic):
+            continue
+        if retained and decoder.skip_retained:
+            results.append(Reject(decoder.name, RejectReason.RETAINED, "a retained state"))
+        elif decoder.plain:
+            results.append(decoder.decode(topic, payload, arrival))
+        else:
+            if not parsed:
+                parsed = True
+                value = parse(payload, decoder.max_payload_bytes)
+            if isinstance(value, Reject):
+                results.append(Reject(decoder.name, value.reason, value.detail))
+            else:
+                results.append(decoder.extract(topic, value, arrival))
+    return bool(results), results

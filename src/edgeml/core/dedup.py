@@ -37,5 +37,8 @@ class Redeliveries:
         return self._recent.get(d.dedup) == fingerprint
 
     def remember(self, d: Delivery, fingerprint: int | None) -> None:
-        if fingerprint is not None and d.dedup is not None:
-            self._recent[d.dedup] = fingerprint
+        self.remember_id(d.dedup, fingerprint)
+
+    def remember_id(self, dedup: int | None, fingerprint: int | None) -> None:
+        if fingerprint is not None and dedup is not None:
+            self._recent[dedup] = fingerprint

@@ -16,6 +16,7 @@ from typing import Any
 import structlog
 
 from edgeml.config import Config
+from edgeml.core import messages as msg
 from edgeml.core.batch import (
     Batch,
     EventRow,
@@ -27,19 +28,20 @@ from edgeml.core.batch import (
     VersionRow,
 )
 from edgeml.core.counters import StreamCounters
-from edgeml.core.decode import Decoder, parse
 from edgeml.core.dedup import Redeliveries
-from edgeml.core.messages import (
-    Outgoing,
-    drift_message,
-    episode_fields,
-    episode_messages,
-    event_message,
-    prediction_message,
-    prediction_topic,
+from edgeml.core.intake import Intake
+from edgeml.core.join import failpoint
+from edgeml.core.messages import Outgoing
+from edgeml.core.models import (
+    LiveModels,
+    NeedsLearner,
+    SeriesKey,
+    pickled,
+    snapshot_row,
+    summary_row,
 )
-from edgeml.core.models import LiveModels, SeriesKey, pickled, snapshot_row, summary_row
 from edgeml.core.rejects import RejectTally
+from edgeml.core.silence import SilenceWatch
 from edgeml.learn import Learner, snapshot
 from edgeml.logs import RateLimitedLog
 from edgeml.records import Delivery, Episode, ModelEvent, Outcome, Reject, Request, Sample
@@ -50,14 +52,6 @@ log = structlog.get_logger("edgeml.pipeline")
 
 # One encoder for the hot path: json.dumps with any option builds a new encoder per call.
 _compact = json.JSONEncoder(separators=(",", ":")).encode
-
-
-class NeedsLearner(Exception):
-    """These stream/keys were evicted: read their snapshots back, then handle again."""
-
-    def __init__(self, keys: list[SeriesKey]) -> None:
-        super().__init__(keys)
-        self.keys = keys
 
 
 class Engine:
@@ -71,7 +65,7 @@ class Engine:
         recent: Mapping[int, int],
     ) -> None:
         self.cfg = cfg
-        self.decoders = [Decoder(s, cfg.mqtt.max_payload_bytes) for s in cfg.stream]
+        self.intake = Intake(cfg)  # decode, join, dedupe
         self.streams = {s.name: s for s in cfg.stream}
         self.models = LiveModels(self.streams, series, cfg.models.max_live)
         self.learners = self.models.learners  # the live ones, least recently used first
@@ -80,6 +74,7 @@ class Engine:
         self._batch_number = 0
         self.next_seq = next_seq
         self.redeliveries = Redeliveries(recent)
+        self.silence = SilenceWatch(self.streams)
         self.batch = Batch()
         self.rejects = RejectTally()
         self.learned = 0
@@ -114,6 +109,7 @@ class Engine:
         )
         if outcome.request is not None:
             self.requests.append(((stream, key), outcome.request))
+        self.intake.repeats.note(outcome.sample)
         self.dirty.add((stream, key))
         self.unsnapped.add((stream, key))
 
@@ -132,19 +128,7 @@ class Engine:
             self.duplicates += 1
             self.batch.acks.append(d.ack)
             return
-        value: Any = None
-        matched = False
-        results: list[Sample | Reject] = []
-        for decoder in self.decoders:
-            if not decoder.matches(d.topic):
-                continue
-            if not matched:
-                matched = True
-                value = parse(d.payload, decoder.max_payload_bytes)
-            if isinstance(value, Reject):
-                results.append(Reject(decoder.name, value.reason, value.detail))
-            else:
-                results.append(decoder.extract(d.topic, value, d.arrival))
+        matched, results, partials = self.intake.results(d)
         missing = [
             (r.stream, r.key)
             for r in results
@@ -153,18 +137,26 @@ class Engine:
         if missing:
             raise NeedsLearner(missing)
         self._note_first()
-        if d.ack is not None:
+        held = bool(partials) and self.intake.keep(d, results, partials, fingerprint)
+        if d.ack is not None and not held:
             self.redeliveries.remember(d, fingerprint)
             self.batch.acks.append(d.ack)
+        if partials:  # acks a join no longer holds
+            for token, dedup, released in self.intake.joins.released():
+                self.redeliveries.remember_id(dedup, released)
+                self.batch.acks.append(token)
         for result in results:
-            self.counts.arrived(result.stream, d.arrival)
+            if result is not None:
+                self.counts.arrived(result.stream, d.arrival)
             if isinstance(result, Reject):
-                self._reject(result, d.topic)
-            else:
+                self.rejects.note(result, d.topic, self._warn)
+            elif result is not None:
                 self._learn(result, d, fingerprint, out)
         if not matched:
             self.unmatched += 1
         self._evict_excess()
+        if held:
+            failpoint("join_held")
 
     def _note_first(self) -> None:
         if not self.batch.acks and not self.batch.samples:
@@ -173,6 +165,7 @@ class Engine:
     def _evict_excess(self) -> None:
         """Snapshot and unload the least recently used models beyond `max_live`."""
         for sk, lr in self.models.excess():
+            self.silence.forget(*sk)
             snap = snapshot_row(self.series[sk], lr, "evict")
             self.batch.snapshots.append(snap)
             self.unsnapped.discard(sk)
@@ -180,21 +173,13 @@ class Engine:
             self.batch.summary.append(summary_row(self.series[sk], lr, time.time()))
             self.models.park(sk, snap, self._batch_number + 1)  # the number this batch gets
 
-    def _reject(self, r: Reject, topic: str) -> None:
-        self.rejects.note(r, topic)
-        self._warn.warning(
-            "payload_rejected",
-            f"{r.stream}:{r.reason}",
-            stream=r.stream,
-            topic=topic,
-            reason=r.reason.value,
-            detail=r.detail,
-        )
-
     def _learn(
         self, sample: Sample, d: Delivery, fingerprint: int | None, out: list[Outgoing]
     ) -> None:
         stream = self.streams[sample.stream]
+        back = self.silence.seen(sample.stream, sample.key, d.arrival)
+        if back is not None:
+            self._event("back", back, out)
         sk = (sample.stream, sample.key)
         learner = self._learner(sample.stream, sample.key)
         seq = self.next_seq
@@ -202,6 +187,8 @@ class Engine:
         outcome = self._process(learner, sample, seq)
         self.learned += 1
         self.counts.learned_one(sample.stream, outcome, stream.publish == "all")
+        if self.intake.repeats.streams:
+            self.intake.repeats.note(sample)
         sid = self.series[sk]
         b = self.batch
         label = None if sample.label is None else _compact(sample.label)
@@ -223,8 +210,8 @@ class Engine:
         self.dirty.add(sk)
         self.unsnapped.add(sk)
         if stream.publish == "all" and outcome.y_pred is not None:
-            topic = prediction_topic(self._topic_prefix, sample.stream, sample.key)
-            out.append(Outgoing(topic, prediction_message(outcome)))
+            topic = msg.prediction_topic(self._topic_prefix, sample.stream, sample.key)
+            out.append(Outgoing(topic, msg.prediction_message(outcome)))
         if outcome.episode is not None:
             self._episode(outcome, outcome.episode, publish=stream.publish != "none")
         if outcome.drift is not None:
@@ -232,7 +219,7 @@ class Engine:
             self.batch.events.append(
                 EventRow(ev["ts"], "drift", ev["stream"], ev["key"], ev["seq"], json.dumps(ev))
             )
-            out.append(Outgoing(self.cfg.events_topic, drift_message(outcome.drift), 1))
+            out.append(Outgoing(self.cfg.events_topic, msg.drift_message(outcome.drift), 1))
             log.info("drift_detected", model_version=outcome.model_version, **ev)
         for event in outcome.events:
             self._model_event(learner, event, out)
@@ -264,10 +251,10 @@ class Engine:
         committed, so a kill before the commit cannot announce it twice.
         """
         s = outcome.sample
-        fields = episode_fields(ep, s.stream, s.key, outcome.seq, s.ts, outcome.model_version)
+        fields = msg.episode_fields(ep, s.stream, s.key, outcome.seq, s.ts, outcome.model_version)
         self._record("anomaly", fields)
         if publish and ep.published:
-            self.batch.after_commit += episode_messages(self._topic_prefix, ep, fields)
+            self.batch.after_commit += msg.episode_messages(self._topic_prefix, ep, fields)
         log.info("anomaly", **fields)
 
     def _model_event(self, lr: Learner, ev: ModelEvent, out: list[Outgoing]) -> None:
@@ -304,7 +291,7 @@ class Engine:
     ) -> None:
         """Store an event and publish it (on the events topic unless another is given)."""
         self._record(kind, fields)
-        out.append(Outgoing(topic or self.cfg.events_topic, event_message(kind, fields), 1))
+        out.append(Outgoing(topic or self.cfg.events_topic, msg.event_message(kind, fields), 1))
 
     def create(self, stream: str, key: str) -> None:
         """A model for a key that has none yet (a bundle imported for a new device)."""
@@ -336,6 +323,11 @@ class Engine:
         for sk in self.dirty:
             self.batch.summary.append(summary_row(self.series[sk], self.learners[sk], now))
         self.dirty.clear()
+
+    def add_silences(self, now: float, out: list[Outgoing]) -> None:
+        """A `silent` event for each key that has just stopped sending."""
+        for fields in self.silence.check(now):
+            self._event("silent", fields, out)
 
     def add_rejects(self, out: list[Outgoing], final: bool = False) -> None:
         """A `reject` event per stream whose first unreported reject is a minute old (or

@@ -6,6 +6,7 @@ import json
 from dataclasses import asdict
 from typing import Any, NamedTuple
 
+from edgeml.core.decode import output_key
 from edgeml.records import DriftEvent, Episode, Outcome
 
 __all__ = [
@@ -31,9 +32,19 @@ class Outgoing(NamedTuple):
 _compact = json.JSONEncoder(separators=(",", ":")).encode
 
 
+def _g6(value: float | None) -> str:
+    return "null" if value is None else f"{value:.6g}"
+
+
+def _r6(value: float | None) -> float | None:
+    """A computed figure as published: 6 significant digits."""
+    return None if value is None else float(f"{value:.6g}")
+
+
 def prediction_topic(prefix: str, stream: str, key: str) -> str:
     # Built per reading rather than cached: a cache would grow with every device ever seen.
-    return f"{prefix}/{stream}/{key}/prediction"
+    # A key taken by a regex may hold `/`: it is written `__`.
+    return f"{prefix}/{stream}/{output_key(key)}/prediction"
 
 
 def prediction_message(outcome: Outcome) -> bytes:
@@ -41,27 +52,35 @@ def prediction_message(outcome: Outcome) -> bytes:
 
     - regression: `{"ts", "y", "y_pred", "error", "model_version"}`
     - forecast: the same plus `"forecast"`, the next `horizon` values
-    - classification: `{"ts", "label", "probability", "y", "model_version"}` (`y`: the true
-      label when the reading carried one, else null)
+    - classification: `{"ts", "label", "probability", "probabilities", "y", "model_version"}`
+      (`probabilities`: of each class; `y`: the true label when the reading carried one)
     - anomaly: `{"ts", "score", "anomaly", "model_version"}`
 
-    A regression prediction is formatted by hand: this runs once per reading, and every
-    number in it is finite (the decoder and the learner guarantee it), so a float's repr is
-    valid JSON.
+    What the model computed (`y_pred`, `error`, `probability`, `score`, `forecast`) is
+    published to 6 significant digits, more than any sensor measures; `ts` and `y` as they
+    came. A regression prediction is formatted by hand: this runs once per reading, and every
+    number in it is finite (the decoder and the learner guarantee it), so `:.6g` and a
+    float's repr are valid JSON.
     """
     s = outcome.sample
     if outcome.label is None and outcome.flag is None and not outcome.forecast:
         return (
-            f'{{"ts":{s.ts!r},"y":{s.y!r},"y_pred":{outcome.y_pred!r},'
-            f'"error":{outcome.error!r},"model_version":{outcome.model_version}}}'
+            f'{{"ts":{s.ts!r},"y":{s.y!r},"y_pred":{_g6(outcome.y_pred)},'
+            f'"error":{_g6(outcome.error)},"model_version":{outcome.model_version}}}'
         ).encode()
     doc: dict[str, Any] = {"ts": s.ts}
     if outcome.flag is not None:
-        doc.update(score=outcome.y_pred, anomaly=outcome.flag)
+        doc.update(score=_r6(outcome.y_pred), anomaly=outcome.flag)
     elif outcome.label is not None:
-        doc.update(label=outcome.label, probability=outcome.y_pred, y=s.label)
+        # `probability` is the predicted class's; `probabilities` every class's, so that
+        # P(smoke) needs no inverting when the predicted label is false.
+        probabilities = {str(k).lower() if isinstance(k, bool) else str(k): _r6(v)
+                         for k, v in (outcome.proba or {}).items()}  # fmt: skip
+        doc.update(label=outcome.label, probability=_r6(outcome.y_pred),
+                   probabilities=probabilities, y=s.label)  # fmt: skip
     else:
-        doc.update(y=s.y, y_pred=outcome.y_pred, error=outcome.error, forecast=outcome.forecast)
+        forecast = [_r6(v) for v in outcome.forecast]
+        doc.update(y=s.y, y_pred=_r6(outcome.y_pred), error=_r6(outcome.error), forecast=forecast)
     doc["model_version"] = outcome.model_version
     return _compact(doc).encode()
 
@@ -90,7 +109,7 @@ def episode_messages(prefix: str, ep: Episode, fields: dict[str, Any]) -> list[O
     ends, the retained `.../anomaly/state` ON or OFF (what Home Assistant's binary sensor
     shows after a restart).
     """
-    topic = f"{prefix}/{fields['stream']}/{fields['key']}/anomaly"
+    topic = f"{prefix}/{fields['stream']}/{output_key(fields['key'])}/anomaly"
     out = [Outgoing(topic, event_message("anomaly", fields), 1)]
     if ep.type != "update":
         state = b"ON" if ep.type == "new" else b"OFF"

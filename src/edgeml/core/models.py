@@ -15,9 +15,17 @@ from edgeml.config import StreamConfig
 from edgeml.core.batch import Snapshot, SummaryRow
 from edgeml.learn import Learner, snapshot
 
-__all__ = ["LiveModels", "SeriesKey", "pickled", "snapshot_row", "summary_row"]
+__all__ = ["LiveModels", "NeedsLearner", "SeriesKey", "pickled", "snapshot_row", "summary_row"]
 
 SeriesKey = tuple[str, str]  # (stream, key)
+
+
+class NeedsLearner(Exception):
+    """These stream/keys were evicted: read their snapshots back, then handle again."""
+
+    def __init__(self, keys: list[SeriesKey]) -> None:
+        super().__init__(keys)
+        self.keys = keys
 
 
 class LiveModels:

@@ -13,6 +13,7 @@ import copy
 import math
 from typing import Any
 
+from edgeml.config import StreamConfig
 from edgeml.core.decode import Decoder
 from edgeml.core.engine import Engine
 from edgeml.learn import Learner, snapshot
@@ -30,39 +31,31 @@ class PredictError(Exception):
         self.status, self.error, self.detail = status, error, detail
 
 
-def _topic_for(decoder: Decoder, key: str) -> str:
-    """A topic of the stream's filter whose key level is `key` (wildcards filled in)."""
-    level = decoder.stream.key_level
-    out = []
-    for i, part in enumerate(decoder.stream.topic.split("/")):
-        if part == "#":
-            out += ["_"] * max(0, (level or 0) - i) + ([key] if level is not None else ["_"])
-            break
-        out.append(key if i == level else ("_" if part == "+" else part))
-    return "/".join(out)
-
-
-def request_sample(decoder: Decoder, key: str, value: Any, now: float) -> Sample | Reject:
+def request_sample(
+    stream: StreamConfig, key: str, value: Any, now: float, max_bytes: int
+) -> Sample | Reject:
     """The features of a request body, checked by the stream's decoder rules.
 
-    The body holds the features as a reading would (the target, label and key may be left
-    out: the target is not needed to predict, and the key comes from the URL).
+    The body holds the features as one whole reading of the stream would (the target, label
+    and key may be left out: the target is not needed to predict, and the key comes from the
+    URL). So the body is read as a JSON reading of the stream without its key, join or plain
+    payload settings, which only say how readings arrive.
     """
-    s = decoder.stream
+    as_json = stream.model_copy(update={"key": None, "join_window": "0s", "payload": "json"})
     if not isinstance(value, dict):
-        return Reject(s.name, RejectReason.NOT_OBJECT, type(value).__name__)
+        return Reject(stream.name, RejectReason.NOT_OBJECT, type(value).__name__)
     body = dict(value)
-    for field in (s.target, s.label):
+    for field in (stream.target, stream.label):
         if field is not None:
             body.pop(field, None)
-    if s.task in ("regression", "forecast") and s.target is not None:
-        body[s.target] = 0.0  # a stand-in: the target is never a feature
-    if s.key_field is not None:
-        body[s.key_field] = key
-    result = decoder.extract(_topic_for(decoder, key), body, now)
+    if stream.task in ("regression", "forecast") and stream.target is not None:
+        body[stream.target] = 0.0  # a stand-in: the target is never a feature
+    result = Decoder(as_json, max_bytes).extract("", body, now)
     if isinstance(result, Reject):
         return result
-    return Sample(s.name, key, result.ts, result.x)
+    if not isinstance(result, Sample):  # a join's part: not with join_window 0
+        return Reject(stream.name, RejectReason.NOT_OBJECT, "not a whole reading")
+    return Sample(stream.name, key, result.ts, result.x)
 
 
 def _learner(engine: Engine, stream: str, key: str) -> Learner:
@@ -88,8 +81,8 @@ def answer(engine: Engine, stream: str, key: str, body: Any, now: float) -> dict
     """The champion's prediction for the features in `body`; PredictError when it cannot be."""
     if stream not in engine.streams:
         raise PredictError(404, "unknown_stream", f"no stream {stream!r} in the config")
-    decoder = next(d for d in engine.decoders if d.name == stream)
-    sample = request_sample(decoder, key, body, now)
+    cfg = engine.streams[stream]
+    sample = request_sample(cfg, key, body, now, engine.cfg.mqtt.max_payload_bytes)
     if isinstance(sample, Reject):
         raise PredictError(422, sample.reason.value, sample.detail)
     lr = _learner(engine, stream, key)

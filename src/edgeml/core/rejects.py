@@ -7,7 +7,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgeml.records import Reject
+from edgeml.logs import RateLimitedLog
+from edgeml.records import QUIET_REASONS, Reject
 
 __all__ = ["REJECT_EVENT_EVERY_S", "RejectTally"]
 
@@ -32,7 +33,8 @@ class RejectTally:
         self.by_stream: collections.Counter[tuple[str, str]] = collections.Counter()
         self._bursts: dict[str, _Burst] = {}
 
-    def note(self, r: Reject, topic: str) -> None:
+    def note(self, r: Reject, topic: str, warn: RateLimitedLog) -> None:
+        """Count a reject; log it (rate-limited) unless it is expected on a healthy broker."""
         self.total[r.reason.value] += 1
         self.by_stream[(r.stream, r.reason.value)] += 1
         burst = self._bursts.get(r.stream)
@@ -40,6 +42,9 @@ class RejectTally:
             burst = self._bursts[r.stream] = _Burst(time.time())
         burst.reasons[r.reason.value] += 1
         burst.topic, burst.detail = topic, r.detail
+        if r.reason not in QUIET_REASONS:
+            warn.warning("payload_rejected", f"{r.stream}:{r.reason}", stream=r.stream,
+                         topic=topic, reason=r.reason.value, detail=r.detail)  # fmt: skip
 
     def due(self, final: bool = False) -> list[dict[str, Any]]:
         """The fields of a `reject` event per stream whose first unreported reject is a

@@ -117,6 +117,10 @@ class Api:
         if d.transport.state != "connected":
             m = d.cfg.mqtt
             reasons.append(f"broker {m.host}:{m.port} {d.transport.state}")
+        disk = getattr(d, "disk", None)  # daemon.disk.DiskGuard: a full disk holds commits
+        full = disk.state.line() if disk is not None else ""
+        if full:
+            reasons.append(full)
         lag, most = commit_lag(d), d.cfg.http.max_commit_lag_s
         if lag > most:
             reasons.append(f"commits lag: a reading has waited {lag:.1f} s (max {most:g} s)")

@@ -7,7 +7,8 @@ import gc
 import os
 import signal
 import time
-from pathlib import Path
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 import structlog
 
@@ -18,9 +19,11 @@ from edgeml.core.engine import Engine, NeedsLearner
 from edgeml.core.messages import Outgoing
 from edgeml.daemon import http, predict_requests, reload
 from edgeml.daemon.commands import apply_commands
+from edgeml.daemon.disk import DiskGuard
 from edgeml.daemon.metrics import Meters
 from edgeml.daemon.recovery import Recovery
 from edgeml.daemon.sdnotify import Notifier
+from edgeml.daemon.timers import Every, bytes_written
 from edgeml.errors import ConfigError
 from edgeml.records import Delivery
 from edgeml.store.writer import Store
@@ -30,6 +33,8 @@ from edgeml.transport.mqtt import Session
 __all__ = ["Daemon", "run"]
 
 log = structlog.get_logger("edgeml.daemon")
+
+T = TypeVar("T")
 
 # The learner yields to the event loop after this many messages, so the socket is read and
 # the writer runs even under a flood.
@@ -41,36 +46,9 @@ _COMMANDS_EVERY = 1.0
 # here: 0.37x -> 0.49x of a bare subscriber's throughput). A smaller batch waits up to
 # flush_interval_ms for company, which is what spares the SD card at low rates.
 _DRY_BATCH = 32
-
-
-def _bytes_written() -> int | None:
-    """Bytes this process caused to be written to storage (Linux), for the SD-card budget."""
-    try:
-        for line in Path("/proc/self/io").read_text().splitlines():
-            if line.startswith("write_bytes:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-class _Every:
-    """A housekeeping job that is due every `seconds` (monotonic clock)."""
-
-    def __init__(self, seconds: float, at_once: bool = False) -> None:
-        self.seconds = seconds
-        self.last = time.monotonic() - (seconds if at_once else 0.0)
-
-    @property
-    def next(self) -> float:
-        return self.last + self.seconds
-
-    def due(self, now: float) -> bool:
-        """True (and the clock restarts) when the job is due."""
-        if now - self.last < self.seconds:
-            return False
-        self.last = now
-        return True
+# With nothing new to say, a heartbeat is still written this often (edgeml status counts a
+# daemon whose heartbeat is older than 2.5 of these as not running): bench/idle.py.
+IDLE_BEAT_S = 120.0
 
 
 class Daemon:
@@ -90,26 +68,37 @@ class Daemon:
         # (MQTT's Receive Maximum; 20 for MQTT 3.1.1), or the source would stop and wait.
         self._flush_after = cfg.store.flush_interval_ms / 1000
         self._batch_limit = max(1, min(cfg.store.batch_size, self.transport.max_unacked // 2))
-        self._commands = _Every(_COMMANDS_EVERY)
-        self._summary = _Every(parse_duration(cfg.store.summary_interval), at_once=True)
-        self._snapshots = _Every(parse_duration(cfg.models.snapshot_interval))
+        self._commands = Every(_COMMANDS_EVERY)
+        self._summary = Every(parse_duration(cfg.store.summary_interval), at_once=True)
+        self._snapshots = Every(parse_duration(cfg.models.snapshot_interval))
         self._rate = (time.monotonic(), 0, 0.0)  # (when, learned then, msgs/s)
-        self._bytes_at_start = _bytes_written()
+        self._last_beat: tuple[Any, float] = (None, 0.0)  # (figures, when) of the last written
+        self._bytes_at_start = bytes_written()
         self.notifier = Notifier()  # systemd, when it started us
         self.stopping = False
         self._reload_pending = False
         self._writing = False  # the store writer task runs
+        self.disk: DiskGuard | None = None  # the disk's state: set once the file is open
+        self.unstored = 0  # readings left unstored at a stop on a full disk
         self.meters = Meters()  # for /metrics
 
     async def run(self, stop: asyncio.Event) -> None:
         cfg = self.cfg
-        async with await Store.open(cfg.db_path, cfg.models.keep_snapshots) as store:
+        disk = self.disk = DiskGuard(cfg.db_path)
+        sync = not cfg.store.ack_before_sync
+        opened = await self._pinging(
+            disk.retry(lambda: Store.open(cfg.db_path, cfg.models.keep_snapshots, sync), stop)
+        )
+        if opened is None:  # stopped while the disk was too full to open the file
+            disk.close()
+            return
+        async with opened as store:
             self._store = store
             self.recovery = Recovery(cfg, store, self.notifier, self._flush)
             engine = self.engine = await self.recovery.restore()
             # Commands given while no daemon ran are applied now, before any new reading.
             await apply_commands(store, engine, self.recovery, [], self._flush)
-            await store.write(engine.take_batch())
+            await self._pinging(disk.write(store, engine.take_batch(), stop))
             # What exists now (modules, models) lives as long as the daemon: keep it out of
             # the garbage collector's full passes, which otherwise walk it every few seconds.
             gc.freeze()
@@ -118,7 +107,7 @@ class Daemon:
             shutdown = asyncio.Event()
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self.transport.run(shutdown), name="transport")
-                tg.create_task(self._store_loop(store), name="store")
+                tg.create_task(self._store_loop(store, disk, stop), name="store")
                 if cfg.http.enabled:
                     tg.create_task(http.serve(self, shutdown), name="http")
                 self._writing = True
@@ -135,8 +124,21 @@ class Daemon:
                 shutdown.set()
                 announcer.cancel()  # never connected: nothing to announce
                 watchdog.cancel()
+            disk.close()
         log.info("stopped", learned=engine.learned, rejected=engine.rejects.total.total(),
                  duplicates=engine.duplicates)  # fmt: skip
+        if self.unstored:
+            # Not acknowledged: the broker sends them again at the next start.
+            log.warning("stopped_unstored_disk_full", readings=self.unstored,
+                        db=str(cfg.db_path))  # fmt: skip
+
+    async def _pinging(self, aw: Awaitable[T]) -> T:
+        """Await `aw` while systemd hears from the loop: on a full disk it waits for space."""
+        pings = asyncio.create_task(self.notifier.keepalive(self.ready, self.status))
+        try:
+            return await aw
+        finally:
+            pings.cancel()
 
     async def _announce_ready(self) -> None:
         await self.transport.subscribed.wait()
@@ -150,6 +152,9 @@ class Daemon:
     def status(self) -> str:
         """One line for `systemctl status` (systemd's STATUS=)."""
         m, state = self.cfg.mqtt, self.transport.state
+        full = self.disk.state.line() if self.disk is not None else ""
+        if full:
+            return full
         if self.stopping:
             return "stopping: learning and committing what was received"
         if not self.ready.is_set():
@@ -259,8 +264,11 @@ class Daemon:
             return
         engine.add_summary()
         engine.add_rejects(out)
+        engine.add_silences(time.time(), out)
         self._send(out)
-        engine.batch.heartbeat = self._heartbeat(engine)
+        beat = self._heartbeat(engine)
+        if self._beat_changed(beat, now):
+            engine.batch.heartbeat = beat
         if self._snapshots.due(now):
             engine.add_snapshots("interval")
         engine.batch.prune_before = time.time() - self._retention
@@ -289,13 +297,29 @@ class Daemon:
             self.transport.publish(*message)
         out.clear()
 
+    def _beat_changed(self, beat: Heartbeat, now: float) -> bool:
+        """Whether a heartbeat is worth a commit: when one of its figures changed, or every
+        IDLE_BEAT_S. An idle daemon then writes a few kilobytes a minute, not every 2 s.
+        """
+        figures = (
+            beat.broker,
+            beat.received,
+            beat.learned,
+            beat.rate,
+            sorted(beat.rejected.items()),
+        )
+        if figures == self._last_beat[0] and now - self._last_beat[1] < IDLE_BEAT_S:
+            return False
+        self._last_beat = (figures, now)
+        return True
+
     def _heartbeat(self, engine: Engine, stopped: float | None = None) -> Heartbeat:
         now = time.monotonic()
         then, learned_then, rate = self._rate
         if now - then >= 1.0:
             rate = (engine.learned - learned_then) / (now - then)
             self._rate = (now, engine.learned, rate)
-        written = _bytes_written()
+        written = bytes_written()
         at_start = self._bytes_at_start
         return Heartbeat(
             pid=os.getpid(),
@@ -313,16 +337,23 @@ class Daemon:
 
     # -- the store writer task ------------------------------------------------------
 
-    async def _store_loop(self, store: Store) -> None:
+    async def _store_loop(self, store: Store, disk: DiskGuard, stop: asyncio.Event) -> None:
+        abandoned = False
         while True:
             batch = await self._batches.get()
             try:
                 if batch is None:
                     return
+                # A full disk holds the batch here (and the learner behind the queue) until
+                # it commits; only a stop gives up on it, and on every batch after it.
                 self.meters.committing, t0 = batch.first_added, time.perf_counter()
-                await store.write(batch)
-                self.meters.commit.observe(time.perf_counter() - t0)
+                written = not abandoned and await disk.write(store, batch, stop)
                 self.meters.committing = None
+                if not written:
+                    abandoned = True
+                    self.unstored += len(batch.acks)
+                    continue
+                self.meters.commit.observe(time.perf_counter() - t0)
                 if self.engine is not None:
                     self.engine.written_batches = batch.number
                 # Only now, with the batch committed, may the source forget these messages.

@@ -133,7 +133,8 @@ class Learner:
         forecast = task.forecast(self.model, sample)
         detected = self._watch(sample, seq, loss)
         request = self._judge(sample, seq, detected, events)
-        return Outcome(sample, seq, p.value, loss, version, label=p.label, flag=p.flag,
+        return Outcome(sample, seq, p.value, loss, version, label=p.label, proba=p.proba,
+                       flag=p.flag,
                        episode=episode, forecast=forecast, drift=detected,
                        events=tuple(events), request=request)  # fmt: skip
 

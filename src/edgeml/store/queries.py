@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -14,16 +15,33 @@ from edgeml.errors import StoreError
 from edgeml.store.schema import SCHEMA_VERSION
 
 __all__ = [
+    "DISK_FILE",
     "EVENT_KINDS",
     "PROMOTIONS",
     "STALE_AFTER_S",
     "connect_readonly",
+    "free_bytes",
     "read_events",
     "read_status",
 ]
 
-# A daemon whose heartbeat is older than this is reported as not running.
-STALE_AFTER_S = 10.0
+# A daemon whose heartbeat is older than this is reported as not running. An idle daemon
+# writes one only every 2 minutes (daemon.service.IDLE_BEAT_S): an SD card lasts longer.
+STALE_AFTER_S = 300.0
+# The disk's state as the daemon sees it, beside edgeml.db (daemon/disk.py writes it). While
+# the disk is full the heartbeat cannot be written, but this file is rewritten in place at
+# every retry (at least every 15 s): the daemon counts as running while it is fresh.
+DISK_FILE = "disk.json"
+DISK_STALE_AFTER_S = 45.0
+
+
+def free_bytes(path: Path) -> int | None:
+    """Bytes an unprivileged writer may still use on the file system that holds `path`."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
 
 
 def connect_readonly(path: Path) -> sqlite3.Connection:
@@ -63,14 +81,28 @@ def _open_readonly(path: Path, params: str) -> tuple[sqlite3.Connection, int]:
         raise
 
 
-def _pid_alive(pid: int) -> bool:
+def _pid_alive(pid: int, started: float | None = None) -> bool:
+    """Whether process `pid` runs, and (given when the daemon started) is that daemon, not a
+    process that got its number since.
+    """
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
+        pass
+    if started is None:
         return True
-    return True
+    try:
+        btime = next(
+            float(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime ")
+        )
+        ticks = float(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, StopIteration, IndexError, ValueError):
+        return True  # no /proc here: the signal check must do
+    return btime + ticks / os.sysconf("SC_CLK_TCK") <= started + 2.0
 
 
 def read_status(path: Path, now: float | None = None) -> dict[str, Any]:
@@ -80,20 +112,59 @@ def read_status(path: Path, now: float | None = None) -> dict[str, Any]:
     try:
         if conn.execute("PRAGMA user_version").fetchone()[0] < 1:
             return {"daemon": {"running": False}, "streams": []}
-        return {"daemon": _daemon_status(conn, now), "streams": _stream_status(conn, now)}
+        daemon = _daemon_status(conn, now, _disk_file(path))
+        return {"daemon": daemon, "streams": _stream_status(conn, now)}
     except sqlite3.Error as exc:
         raise StoreError(f"{path}: cannot read status: {exc}") from exc
     finally:
         conn.close()
 
 
-def _daemon_status(conn: sqlite3.Connection, now: float) -> dict[str, Any]:
+def _disk_file(db: Path) -> dict[str, Any]:
+    doc: Any = {}
+    with contextlib.suppress(OSError, ValueError):
+        doc = json.loads(db.with_name(DISK_FILE).read_text())
+    return doc if isinstance(doc, dict) else {}
+
+
+def _disk(db: Path, doc: dict[str, Any], pid: int, now: float) -> dict[str, Any]:
+    """The `disk` key: `full` while a live daemon waits for space (the one of the heartbeat,
+    or a newer one that could not write its first heartbeat), else `ok`; free_bytes is read
+    now.
+    """
+    writer = doc.get("pid")
+    full = (
+        doc.get("state") == "full"
+        and isinstance(writer, int)
+        and now - float(doc.get("updated") or 0) < DISK_STALE_AFTER_S
+        and _pid_alive(writer)
+    )
+    return {
+        "state": "full" if full else "ok",
+        "pid": writer if full else pid,
+        "path": str(db),
+        "free_bytes": free_bytes(db.parent),
+        "since": doc.get("since") if full else None,
+        "error": doc.get("error") if full else None,
+        "retries": doc.get("retries", 0) if full else 0,
+        "next_retry": doc.get("next_retry") if full else None,
+        "full_episodes": doc.get("episodes", 0) if writer == pid else 0,
+    }
+
+
+def _daemon_status(
+    conn: sqlite3.Connection, now: float, disk_doc: dict[str, Any]
+) -> dict[str, Any]:
     row = conn.execute("SELECT * FROM daemon WHERE id = 1").fetchone()
     if row is None:
         return {"running": False}
     rejected = json.loads(row["rejected"])
-    running = (
-        row["stopped"] is None and now - row["last_beat"] < STALE_AFTER_S and _pid_alive(row["pid"])
+    db = Path(conn.execute("PRAGMA database_list").fetchone()[2])
+    disk = _disk(db, disk_doc, row["pid"], now)
+    running = disk["state"] == "full" or (
+        row["stopped"] is None
+        and now - row["last_beat"] < STALE_AFTER_S
+        and _pid_alive(row["pid"], row["started"])
     )
     learned, written = row["learned"], row["bytes_written"]
     return {
@@ -116,6 +187,7 @@ def _daemon_status(conn: sqlite3.Connection, now: float) -> dict[str, Any]:
         "bytes_per_sample": round(written / learned, 1)
         if written is not None and learned
         else None,
+        "disk": disk,
     }
 
 
@@ -164,6 +236,8 @@ EVENT_KINDS = (
     "guard",
     "anomaly",
     "reject",
+    "silent",
+    "back",
 )
 # `edgeml events --kind promotion` means every kind of event that makes a new model version.
 PROMOTIONS = ("promotion", "import", "rollback")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import sqlite3
 from collections.abc import AsyncIterator
@@ -10,13 +11,17 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
+import structlog
 
 from edgeml.core.batch import Batch, StoredSample
-from edgeml.errors import StoreError
+from edgeml.errors import DiskFull, StoreError
+from edgeml.store.queries import free_bytes
 from edgeml.store.schema import migrate
-from edgeml.store.writes import write_batch
+from edgeml.store.writes import vacuum, write_batch
 
 __all__ = ["Command", "Store", "StoredSnapshot"]
+
+log = structlog.get_logger("edgeml.store")
 
 # How many recent deliveries are remembered for redelivery detection: MQTT packet ids are
 # 16-bit, so the broker cannot reuse one within the last 65,535 deliveries.
@@ -45,6 +50,30 @@ class StoredSnapshot:
     sha256: str
 
 
+# Below this much free space, an I/O error is taken for a full disk under another name (the
+# -shm file that cannot grow, an fsync that reports ENOSPC late).
+_NEARLY_FULL = 1 << 20
+
+
+def _is_disk_full(exc: BaseException, directory: Path) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF == sqlite3.SQLITE_FULL:
+        return True
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if code is not None and code & 0xFF == sqlite3.SQLITE_IOERR:
+        free = free_bytes(directory)
+        return free is not None and free < _NEARLY_FULL
+    return False
+
+
+def _error(path: Path, what: str, exc: BaseException) -> StoreError:
+    """DiskFull when `exc` says the file system is full (a state to wait out), else StoreError."""
+    if _is_disk_full(exc, path.parent):
+        return DiskFull(f"{path}: {what}: {exc}", str(path), free_bytes(path.parent))
+    return StoreError(f"{path}: {what}: {exc}")
+
+
 def _row(r: Any) -> StoredSample:
     return StoredSample(
         int(r[0]),
@@ -65,7 +94,11 @@ class Store:
         self.pruned = 0
 
     @classmethod
-    async def open(cls, path: Path, keep_snapshots: int = 3) -> Store:
+    async def open(cls, path: Path, keep_snapshots: int = 3, sync: bool = True) -> Store:
+        """Open (create, migrate) the file. `sync`: every commit is fsynced before `write`
+        returns (what makes an acknowledgement survive a power cut); False is the opt-in
+        `store.ack_before_sync`.
+        """
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             # Schema work is synchronous and done once, before the async connection opens.
@@ -79,11 +112,13 @@ class Store:
             conn.close()
             db = await aiosqlite.connect(path, timeout=10)
         except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"{path}: cannot open the database: {exc}") from exc
+            raise _error(path, "cannot open the database", exc) from exc
         try:
-            # NORMAL in WAL mode: a power cut can lose the last commits, never corrupt the file;
-            # the messages of those commits were not acknowledged yet, so the broker resends them.
-            await db.execute("PRAGMA synchronous=NORMAL")
+            # FULL in WAL mode: each commit fsyncs the WAL before it returns, so what the daemon
+            # acknowledges next is on storage (one fsync per batch; SQLite also syncs the
+            # directory when it creates the WAL). NORMAL syncs only at checkpoints: a power
+            # cut can then undo the last commits, whose readings were acknowledged already.
+            await db.execute(f"PRAGMA synchronous={'FULL' if sync else 'NORMAL'}")
             await db.execute("PRAGMA busy_timeout=10000")
         except BaseException:
             await db.close()
@@ -243,8 +278,32 @@ class Store:
     # -- writing --------------------------------------------------------------------
 
     async def write(self, batch: Batch) -> None:
-        """Write a batch in one transaction: one executemany per table, then commit."""
+        """Write a batch in one transaction: one executemany per table, then commit.
+
+        On any error the transaction is rolled back, so nothing of the batch is stored and
+        the same batch can be written again; DiskFull when it failed for want of space.
+        """
         try:
             self.pruned += await write_batch(self._db, batch, self.keep_snapshots)
+        except (sqlite3.Error, OSError) as exc:
+            await self._rollback()
+            raise _error(self.path, "write failed", exc) from exc
+        if batch.prune_before is not None and await self._free_pages():
+            try:
+                await vacuum(self._db)
+            except sqlite3.Error as exc:
+                # The batch is committed; the pages retention freed stay in the file (reused
+                # by the next inserts) until a later vacuum gets the WAL space it needs.
+                log.warning("vacuum_failed", db=str(self.path), error=str(exc))
+
+    async def _free_pages(self) -> int:
+        """Pages retention freed (a vacuum with none to hand back would still write)."""
+        async with self._db.execute("PRAGMA freelist_count") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def _rollback(self) -> None:
+        try:
+            await self._db.rollback()
         except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: write failed: {exc}") from exc
+            log.warning("rollback_failed", db=str(self.path), error=str(exc))

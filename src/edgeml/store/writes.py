@@ -10,7 +10,7 @@ import aiosqlite
 
 from edgeml.core.batch import Batch, Heartbeat, Snapshot
 
-__all__ = ["PRUNE_SLICE", "write_batch"]
+__all__ = ["PRUNE_SLICE", "vacuum", "write_batch"]
 
 # Retention deletes at most this many samples per commit, so the daemon never stalls on it.
 PRUNE_SLICE = 2000
@@ -76,10 +76,15 @@ async def write_batch(db: aiosqlite.Connection, batch: Batch, keep_snapshots: in
     if batch.prune_before is not None:
         pruned = await _prune(db, batch.prune_before)
     await db.commit()
-    if batch.prune_before is not None:
-        # executescript steps the pragma to the end; execute() frees a single page.
-        await db.executescript(f"PRAGMA incremental_vacuum({PRUNE_SLICE});")
     return pruned
+
+
+async def vacuum(db: aiosqlite.Connection) -> None:
+    """Hand pages that retention freed back to the file system, a slice at a time (after the
+    commit of a pruning batch: it needs WAL space of its own, which a full disk lacks).
+    """
+    # executescript steps the pragma to the end; execute() frees a single page.
+    await db.executescript(f"PRAGMA incremental_vacuum({PRUNE_SLICE});")
 
 
 def _sha256(blob: bytes) -> str:

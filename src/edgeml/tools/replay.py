@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeml.config import Config, StreamConfig
-from edgeml.core.decode import Decoder
+from edgeml.config import Config, StreamConfig, parse_duration
+from edgeml.core.decode import Decoder, Partial
 from edgeml.errors import EdgemlError
 from edgeml.records import Reject, Sample
 from edgeml.transport.mqtt import client_for
@@ -27,6 +27,8 @@ _WINDOW = 500
 class ReplayResult:
     published: int = 0
     bad: list[tuple[int, str]] = field(default_factory=list)  # (line number, why)
+    # Published rows whose own time is older than store.retention: learned, then pruned.
+    beyond_retention: int = 0
 
 
 def parse_speed(text: str) -> float | None:
@@ -104,7 +106,7 @@ def time_column_ignored(stream: StreamConfig, path: Path) -> str | None:
 
 def topic_for(stream: StreamConfig, key: str | None) -> str:
     """A concrete topic the stream's filter matches, with the device key at its level."""
-    levels = stream.topic.split("/")
+    levels = stream.topics[0].split("/")
     out = []
     for i, level in enumerate(levels):
         if level in ("+", "#"):
@@ -135,6 +137,8 @@ async def replay(
     result = ReplayResult()
     first_ts: float | None = None
     started = time.monotonic()
+    # Retention counts from each reading's own time (docs/storage.md).
+    oldest_kept = time.time() - parse_duration(cfg.store.retention)
     async with client_for(cfg.mqtt, max_inflight_messages=_WINDOW) as client:
         client.pending_calls_threshold = _WINDOW + 1
         pending: set[asyncio.Task[None]] = set()
@@ -150,6 +154,8 @@ async def replay(
             if isinstance(decoded, Reject):
                 result.bad.append((line, f"{decoded.reason.value}: {decoded.detail}"))
                 continue
+            if decoded.ts < oldest_kept:
+                result.beyond_retention += 1
             if speed is not None and stream.timestamp is not None:
                 await _pace(decoded, speed, started, first_ts)
                 first_ts = decoded.ts if first_ts is None else first_ts
@@ -162,7 +168,9 @@ async def replay(
     return result
 
 
-async def _pace(sample: Sample, speed: float, started: float, first_ts: float | None) -> None:
+async def _pace(
+    sample: Sample | Partial, speed: float, started: float, first_ts: float | None
+) -> None:
     """Keep the rows' own spacing, `speed` times faster."""
     if first_ts is None:
         return

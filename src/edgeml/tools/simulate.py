@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import math
 import random
 import time
@@ -118,9 +119,13 @@ async def run(
     say: Callable[[str], None] = print,
 ) -> int:
     """Publish for `duration` seconds at the simulator's rate; returns the readings sent."""
+    # A device that drops off cannot say goodbye: aiomqtt's warning about it is noise here.
+    quiet = logging.getLogger("edgeml.simulate.devices")
+    quiet.propagate = False
+    quiet.addHandler(logging.NullHandler())
     clients = {
         d: client_for(
-            broker, identifier=f"edgeml-sim-{d}",
+            broker, identifier=f"edgeml-sim-{d}", logger=quiet,
             will=aiomqtt.Will(f"sensors/{d}/status", b"offline", qos=1, retain=True),
         )
         for d in sim.devices

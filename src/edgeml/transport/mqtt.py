@@ -24,6 +24,7 @@ import paho.mqtt.client as paho
 import structlog
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edgeml.config import Config, MqttConfig
 from edgeml.records import Delivery
@@ -76,7 +77,7 @@ class Session:
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
-        self.topics = sorted({s.topic for s in cfg.stream})
+        self.topics = sorted({t for s in cfg.stream for t in s.topics})
         self.inbox: collections.deque[Delivery] = collections.deque()
         self._waiter: asyncio.Future[None] | None = None
         self.subscribed = asyncio.Event()
@@ -171,6 +172,7 @@ class Session:
                 (mid, qos, self.generation) if qos else None,
                 mid if qos else None,
                 bool(message.dup),
+                bool(message.retain),
             )
         )
         self.wake()
@@ -271,7 +273,7 @@ class Session:
 
     async def _subscribe(self, client: aiomqtt.Client) -> None:
         # Always subscribe again: a broker that restarted without persistence forgot us.
-        granted = await client.subscribe([(t, 1) for t in self.topics], timeout=math.inf)
+        granted = await client.subscribe(self._subscriptions(), timeout=math.inf)
         for topic, code in zip(self.topics, granted, strict=False):
             value = code if isinstance(code, int) else int(getattr(code, "value", 0))
             if value >= 0x80:
@@ -279,6 +281,19 @@ class Session:
         if self.requests_under is not None and self.on_request is not None:
             # QoS 0: a request is answered now or never; nothing to acknowledge after a commit.
             await client.subscribe(f"{self.requests_under}+/+/predict", qos=0, timeout=math.inf)
+
+    def _subscriptions(self) -> list[tuple[str, Any]]:
+        """QoS 1 for every filter. MQTT 5: a filter a `retained = "learn"` stream reads gets
+        its retained messages only when the subscription is new, not again on a resumed
+        session (retain handling 1); the others get them every time, to be rejected as
+        `retained` by a stream that skips them.
+        """
+        if self.cfg.mqtt.protocol != "5":
+            return [(t, 1) for t in self.topics]
+        learn = {t for s in self.cfg.stream if s.retained == "learn" for t in s.topics}
+        return [
+            (t, SubscribeOptions(qos=1, retainHandling=1 if t in learn else 0)) for t in self.topics
+        ]
 
     @staticmethod
     async def _watch(client: aiomqtt.Client) -> None:
