@@ -75,4 +75,3 @@ def test_a_forecast_needs_no_target_and_the_key_comes_from_the_url(tmp_path: Pat
     assert (err.value.status, err.value.error) == (404, "unknown_key")
     # A target sent along is not used: the forecast comes from the series' own values.
     assert answer(e, "level", "t1", {"tank": "t1", "litres": 1}, 1e9 + 50) == got
-
