@@ -30,7 +30,10 @@ during the window: this machine may be shared, and a busy neighbour slows both s
 Compare the ratio of the two subscribers measured in the same run, not absolute figures
 from different runs. `--bare-protocol 5` gives the bare subscriber edgeml's MQTT 5 session
 (Receive Maximum 1000); `--edgeml-publish none` turns off the prediction per reading;
-`--edgeml-flush-ms MS` sets edgeml's store.flush_interval_ms.
+`--edgeml-flush-ms MS` sets edgeml's store.flush_interval_ms; `--http-load` turns on edgeml's
+[http] and, while edgeml is timed, scrapes /metrics once a second and makes 10 API requests
+a second (status, events, models, healthz, a prediction): compare its edgeml figures with a
+run without it.
 
 The script starts its own mosquitto on a free port (persistence off, unlimited queues,
 TCP_NODELAY) and needs nothing beyond what edgeml installs. It exits 1 if edgeml lost
@@ -54,6 +57,8 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +72,7 @@ from common import (
     failing,
     fmt,
     forget_session,
+    free_port,
     loadavg,
     machine_busy_seconds,
     make_messages,
@@ -340,6 +346,10 @@ class Bench:
 
     def edgeml_config(self, workdir: Path, node: str) -> Path:
         flush = self.args.edgeml_flush_ms
+        sections = "" if flush is None else f"[store]\nflush_interval_ms = {flush}\n\n"
+        if self.args.http_load:
+            self.http_port = free_port()
+            sections += f'[http]\nenabled = true\nlisten = "127.0.0.1:{self.http_port}"\n\n'
         return edgeml_config(
             workdir,
             node,
@@ -347,8 +357,11 @@ class Bench:
             stream="bench",
             topic=TOPIC_FILTER,
             publish=self.args.edgeml_publish,
-            store="" if flush is None else f"[store]\nflush_interval_ms = {flush}\n\n",
+            store=sections,
         )
+
+    def http_load(self) -> HttpLoad | None:
+        return HttpLoad(f"http://127.0.0.1:{self.http_port}") if self.args.http_load else None
 
     @staticmethod
     def stop_edgeml(proc: subprocess.Popen[bytes]) -> tuple[int, float]:
@@ -410,6 +423,7 @@ class Bench:
         db_path = workdir / "state" / "edgeml.db"
         broker_pid = self.broker.proc.pid  # type: ignore[union-attr]
         notes: list[str] = []
+        load: HttpLoad | None = None
         self.monitor.clear()
         proc = start_edgeml(config)
         try:
@@ -421,16 +435,20 @@ class Bench:
                 pub = self.publish_wait(self.publish(seed=rnd))
                 self.monitor.clear()
                 proc = start_edgeml(config)
+                load = self.http_load()
                 trace = Trace(proc.pid, broker_pid)
                 t_done, count, online = self.wait_committed(db_path, proc, trace, node)
                 _, cpu_end, broker_end, others_end = trace.sample()
             else:
                 trace = Trace(proc.pid, broker_pid)
+                load = self.http_load()
                 _, cpu_start, broker_start, others_start = trace.sample()
                 pub_proc = self.publish(seed=rnd)
                 t_done, count, online = self.wait_committed(db_path, proc, None, node)
                 _, cpu_end, broker_end, others_end = trace.sample()
                 pub = self.publish_wait(pub_proc)
+            if load is not None:
+                notes.append(load.stop())
             code, stop_s = self.stop_edgeml(proc)
         finally:
             if proc.poll() is None:
@@ -494,6 +512,49 @@ class Bench:
 
 
 # -- report ----------------------------------------------------------------------------------
+
+
+class HttpLoad:
+    """Scrapes /metrics once a second and makes 10 API requests a second, in a thread."""
+
+    PATHS = ("/api/v1/status", "/api/v1/events?limit=20", "/api/v1/models", "/healthz")
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.done = threading.Event()
+        self.counts: dict[str, int] = {"scrapes": 0, "requests": 0, "failed": 0}
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _get(self, path: str, body: bytes | None = None) -> None:
+        try:
+            with urllib.request.urlopen(self.base + path, data=body, timeout=5) as r:
+                r.read()
+        except (OSError, urllib.error.URLError):
+            self.counts["failed"] += 1
+
+    def _run(self) -> None:
+        predict = b'{"a": 5, "b": 0, "c": 50}'
+        for i in itertools.count():
+            if self.done.wait(0.1):
+                return
+            if i % 10 == 0:
+                self._get("/metrics")
+                self.counts["scrapes"] += 1
+            if i % 5 == 4:
+                self._get("/api/v1/predict/bench/dev0", predict)
+            else:
+                self._get(self.PATHS[i % len(self.PATHS)])
+            self.counts["requests"] += 1
+
+    def stop(self) -> str:
+        self.done.set()
+        self.thread.join(10)
+        c = self.counts
+        return (
+            f"HTTP load: {c['scrapes']} scrapes, {c['requests']} API requests "
+            f"({c['failed']} failed, refused before the server listened included)"
+        )
 
 
 def median(values: list[float | None]) -> float | None:
@@ -631,6 +692,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         metavar="MS",
         help="set edgeml's store.flush_interval_ms (default: edgeml's own default)",
+    )
+    p.add_argument(
+        "--http-load",
+        action="store_true",
+        help="enable edgeml's [http]; 1 scrape/s and 10 API requests/s while it is timed",
     )
     # The children this script runs of itself.
     hidden = argparse.SUPPRESS

@@ -20,6 +20,7 @@ from edgeml.config.alert import AlertConfig, AnomalyConfig
 from edgeml.config.base import Frozen as _Frozen
 from edgeml.config.base import parse_duration
 from edgeml.config.homeassistant import HomeAssistantConfig, StreamHomeAssistant
+from edgeml.config.http import HttpConfig
 from edgeml.config.payloads import (
     check_field,
     check_filters,
@@ -39,6 +40,7 @@ __all__ = [
     "DriftConfig",
     "ForecastConfig",
     "HomeAssistantConfig",
+    "HttpConfig",
     "LogConfig",
     "ModelsConfig",
     "MqttConfig",
@@ -88,6 +90,7 @@ class MqttConfig(_Frozen):
     topic_prefix: str = "edgeml"
     max_payload_bytes: Annotated[StrictInt, Field(ge=16)] = 65536
     tls: TlsConfig | None = None
+    predict_requests: StrictBool = False  # MQTT 5: answer <prefix>/<node>/<stream>/<key>/predict
 
     @field_validator("protocol", mode="before")
     @classmethod
@@ -350,6 +353,7 @@ class Config(_Frozen):
     models: ModelsConfig = ModelsConfig()
     log: LogConfig = LogConfig()
     homeassistant: HomeAssistantConfig = HomeAssistantConfig()
+    http: HttpConfig = HttpConfig()
     stream: tuple[StreamConfig, ...]
     source: Path = Path("config.toml")
 

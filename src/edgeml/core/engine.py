@@ -27,6 +27,7 @@ from edgeml.core.batch import (
     StoredSample,
     VersionRow,
 )
+from edgeml.core.counters import StreamCounters
 from edgeml.core.dedup import Redeliveries
 from edgeml.core.homeassistant_state import StateTopics
 from edgeml.core.intake import Intake
@@ -81,6 +82,7 @@ class Engine:
         self.model_errors = 0  # samples on which River raised
         self.duplicates = 0
         self.unmatched = 0
+        self.counts = StreamCounters()  # per stream, for /metrics
         self.dirty: set[SeriesKey] = set()
         self.unsnapped: set[SeriesKey] = set()  # learned since their last snapshot
         # What learners asked for that only the store has (warm-start samples, an old
@@ -146,6 +148,8 @@ class Engine:
                 self.redeliveries.remember_id(dedup, released)
                 self.batch.acks.append(token)
         for result in results:
+            if result is not None:
+                self.counts.arrived(result.stream, d.arrival)
             if isinstance(result, Reject):
                 self.rejects.note(result, d.topic, self._warn)
             elif result is not None:
@@ -184,6 +188,7 @@ class Engine:
         self.next_seq += 1
         outcome = self._process(learner, sample, seq)
         self.learned += 1
+        self.counts.learned_one(sample.stream, outcome, stream.publish == "all")
         if self.intake.repeats.streams:
             self.intake.repeats.note(sample)
         sid = self.series[sk]
@@ -233,6 +238,7 @@ class Engine:
             return learner.process(sample, seq)
         except Exception as exc:
             self.model_errors += 1
+            self.counts.model_errors[sample.stream] += 1
             self._warn.error(
                 "model_error",
                 f"{sample.stream}/{sample.key}",
@@ -273,6 +279,7 @@ class Engine:
         """
         sk = (lr.stream.name, lr.key)
         sid = self.series[sk]
+        self.counts.promotions[(sk[0], reason)] += 1
         self.batch.retired.append(RetiredRow(pickled(retired), sid, parent))
         self.batch.versions.append(
             VersionRow(sid, lr.model_version, time.time(), reason, parent,

@@ -29,11 +29,14 @@ class _Burst:
 class RejectTally:
     def __init__(self) -> None:
         self.total: collections.Counter[str] = collections.Counter()  # by reason, since start
+        # By (stream, reason), since start: for /metrics.
+        self.by_stream: collections.Counter[tuple[str, str]] = collections.Counter()
         self._bursts: dict[str, _Burst] = {}
 
     def note(self, r: Reject, topic: str, warn: RateLimitedLog) -> None:
         """Count a reject; log it (rate-limited) unless it is expected on a healthy broker."""
         self.total[r.reason.value] += 1
+        self.by_stream[(r.stream, r.reason.value)] += 1
         burst = self._bursts.get(r.stream)
         if burst is None:
             burst = self._bursts[r.stream] = _Burst(time.time())

@@ -17,10 +17,11 @@ from edgeml.config import Config, load, parse_duration, warnings_for
 from edgeml.core.batch import Batch, Heartbeat
 from edgeml.core.engine import Engine, NeedsLearner
 from edgeml.core.messages import Outgoing
-from edgeml.daemon import reload
+from edgeml.daemon import http, predict_requests, reload
 from edgeml.daemon.commands import apply_commands
 from edgeml.daemon.disk import DiskGuard
 from edgeml.daemon.homeassistant import HomeAssistant
+from edgeml.daemon.metrics import Meters
 from edgeml.daemon.recovery import Recovery
 from edgeml.daemon.sdnotify import Notifier
 from edgeml.daemon.timers import Every, bytes_written
@@ -83,6 +84,7 @@ class Daemon:
         self.homeassistant = (
             HomeAssistant(cfg, self.transport) if cfg.homeassistant.enabled else None
         )
+        self.meters = Meters()  # for /metrics
 
     async def run(self, stop: asyncio.Event) -> None:
         cfg = self.cfg
@@ -104,10 +106,14 @@ class Daemon:
             # What exists now (modules, models) lives as long as the daemon: keep it out of
             # the garbage collector's full passes, which otherwise walk it every few seconds.
             gc.freeze()
+            # mqtt.predict_requests: predictions asked over MQTT 5 are answered from now on.
+            predict_requests.attach(self, self.transport)
             shutdown = asyncio.Event()
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self.transport.run(shutdown), name="transport")
                 tg.create_task(self._store_loop(store, disk, stop), name="store")
+                if cfg.http.enabled:
+                    tg.create_task(http.serve(self, shutdown), name="http")
                 self._writing = True
                 learner = tg.create_task(self._learn_loop(engine, stop), name="learn")
                 announcer = tg.create_task(self._announce_ready(), name="ready")
@@ -206,6 +212,7 @@ class Daemon:
             await self._batches.join()
 
     async def _handle(self, engine: Engine, d: Delivery, out: list[Outgoing]) -> None:
+        t0 = time.perf_counter() if self.meters.learn.due() else None  # 1 in 16 is timed
         try:
             engine.handle(d, out)
         except NeedsLearner as need:
@@ -213,6 +220,8 @@ class Daemon:
             engine.handle(d, out)
         if engine.requests:
             await self.recovery.answer(engine, out)
+        if t0 is not None:
+            self.meters.learn.observe(time.perf_counter() - t0)
 
     # -- the learner task -----------------------------------------------------------
 
@@ -345,10 +354,14 @@ class Daemon:
                     return
                 # A full disk holds the batch here (and the learner behind the queue) until
                 # it commits; only a stop gives up on it, and on every batch after it.
-                if abandoned or not await disk.write(store, batch, stop):
+                self.meters.committing, t0 = batch.first_added, time.perf_counter()
+                written = not abandoned and await disk.write(store, batch, stop)
+                self.meters.committing = None
+                if not written:
                     abandoned = True
                     self.unstored += len(batch.acks)
                     continue
+                self.meters.commit.observe(time.perf_counter() - t0)
                 if self.engine is not None:
                     self.engine.written_batches = batch.number
                 # Only now, with the batch committed, may the source forget these messages.

@@ -49,10 +49,18 @@ def set_receiver(client: aiomqtt.Client, receive: Callable[[paho.MQTTMessage], N
 
 
 def publish_nowait(
-    client: aiomqtt.Client, topic: str, payload: bytes, qos: int = 0, retain: bool = False
+    client: aiomqtt.Client,
+    topic: str,
+    payload: bytes,
+    qos: int = 0,
+    retain: bool = False,
+    properties: Any = None,
 ) -> bool:
-    """Queue a publish without waiting for it; False if the client is not connected."""
-    info = _paho(client).publish(topic, payload, qos, retain)
+    """Queue a publish without waiting for it; False if the client is not connected.
+
+    `properties`: MQTT 5 properties of the PUBLISH (a reply's Correlation Data).
+    """
+    info = _paho(client).publish(topic, payload, qos, retain, properties)
     return bool(info.rc == paho.MQTT_ERR_SUCCESS)
 
 

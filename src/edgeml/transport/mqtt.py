@@ -16,7 +16,7 @@ import random
 import socket
 import ssl
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 import aiomqtt
@@ -88,6 +88,11 @@ class Session:
         self.connects = 0
         self._client: aiomqtt.Client | None = None
         self._listeners: dict[str, Listener] = {}  # filter -> handler, outside the inbox
+        # MQTT 5 requests (mqtt.predict_requests): topics <prefix>/<node>/<stream>/<key>/predict
+        # go to `on_request` (topic, payload, response topic, correlation data), not the inbox.
+        self.on_request: Callable[[str, bytes, str | None, bytes | None], None] | None = None
+        m = cfg.mqtt
+        self.requests_under = f"{m.topic_prefix}/{cfg.node.id}/" if m.predict_requests else None
 
     # -- called from the learner and the store writer ---------------------------------
 
@@ -160,7 +165,29 @@ class Session:
                 return True
         return False
 
+    def respond(self, topic: str, payload: bytes, correlation: bytes | None) -> bool:
+        """Publish a reply to an MQTT 5 request (QoS 0), with the request's Correlation Data."""
+        if self._client is None or self.state != "connected":
+            return False
+        props = Properties(PacketTypes.PUBLISH)
+        if correlation is not None:
+            props.CorrelationData = correlation
+        return _paho.publish_nowait(self._client, topic, payload, 0, False, props)
+
+    def _is_request(self, topic: str) -> bool:
+        under = self.requests_under
+        return under is not None and topic.startswith(under) and topic.endswith("/predict")
+
     def _receive(self, message: paho.MQTTMessage) -> None:
+        if self.on_request is not None and self._is_request(message.topic):
+            props = getattr(message, "properties", None)
+            self.on_request(
+                message.topic,
+                bytes(message.payload),
+                getattr(props, "ResponseTopic", None),
+                getattr(props, "CorrelationData", None),
+            )
+            return
         if self._listeners and self._listener(message):
             return
         self.received += 1
@@ -282,6 +309,9 @@ class Session:
             value = code if isinstance(code, int) else int(getattr(code, "value", 0))
             if value >= 0x80:
                 log.error("mqtt_subscribe_refused", topic=topic, reason=str(code))
+        if self.requests_under is not None and self.on_request is not None:
+            # QoS 0: a request is answered now or never; nothing to acknowledge after a commit.
+            await client.subscribe(f"{self.requests_under}+/+/predict", qos=0, timeout=math.inf)
 
     def _subscriptions(self) -> list[tuple[str, Any]]:
         """QoS 1 for every filter. MQTT 5: a filter a `retained = "learn"` stream reads gets
