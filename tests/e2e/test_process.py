@@ -118,7 +118,7 @@ async def test_an_idle_daemon_writes_nothing_until_its_idle_heartbeat(
     broker: Broker, tmp_path: Path, daemon_process: Any
 ) -> None:
     """An SD card: with no readings, a summary every 200 ms writes nothing at all (the
-    heartbeat is written when a figure changed, or every 2 minutes).
+    heartbeat is written when a figure changed, or every 30 minutes).
     """
     config = write_config(tmp_path, broker, TELEMETRY, '[store]\nsummary_interval = "200ms"\n')
     cfg = load_config(config)

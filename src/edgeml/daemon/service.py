@@ -47,9 +47,11 @@ _COMMANDS_EVERY = 1.0
 # here: 0.37x -> 0.49x of a bare subscriber's throughput). A smaller batch waits up to
 # flush_interval_ms for company, which is what spares the SD card at low rates.
 _DRY_BATCH = 32
-# With nothing new to say, a heartbeat is still written this often (edgeml status counts a
-# daemon whose heartbeat is older than 2.5 of these as not running): bench/idle.py.
-IDLE_BEAT_S = 120.0
+# With nothing new to say, a heartbeat is still written this often. Each costs about 80 KB
+# of writes to storage (WAL, its index, the file system's journal: bench/idle.py), so this is
+# what an idle daemon writes: ~4 MB a day. Whether it runs, `edgeml status` tells by its pid
+# and that process's start time; the heartbeat's age is the fallback where /proc is missing.
+IDLE_BEAT_S = 1800.0
 
 
 class Daemon:

@@ -26,8 +26,8 @@ __all__ = [
 ]
 
 # A daemon whose heartbeat is older than this is reported as not running. An idle daemon
-# writes one only every 2 minutes (daemon.service.IDLE_BEAT_S): an SD card lasts longer.
-STALE_AFTER_S = 300.0
+# writes one only every 30 minutes (daemon.service.IDLE_BEAT_S): an SD card lasts longer.
+STALE_AFTER_S = 4500.0
 # The disk's state as the daemon sees it, beside edgeml.db (daemon/disk.py writes it). While
 # the disk is full the heartbeat cannot be written, but this file is rewritten in place at
 # every retry (at least every 15 s): the daemon counts as running while it is fresh.
