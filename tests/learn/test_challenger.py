@@ -15,18 +15,7 @@ import pytest
 
 from edgeml.config import DriftConfig, RetrainConfig, StreamConfig
 from edgeml.learn import Learner, offline
-from edgeml.learn.challenger import (
-    BLOCK,
-    BURN_IN,
-    EARLY_ALPHA,
-    EXTEND,
-    FINAL_ALPHA,
-    LEAD_MIN,
-    MIN_BLOCKS,
-    MIN_EVIDENCE,
-    Challenger,
-    t_quantile,
-)
+from edgeml.learn.challenger import EARLY_T, FINAL_T, LEAD_MIN, MIN_EVIDENCE, Challenger
 from edgeml.learn.changepoint import TAIL, LossTail
 from edgeml.learn.learner import GUARD_QUIET
 from edgeml.learn.tasks import MAX_PREDICTION
@@ -103,45 +92,30 @@ def test_no_verdict_before_min_evidence() -> None:
     assert ch.verdict(grace=10) == "promote"
 
 
-def test_t_is_the_t_statistic_of_the_block_means_and_its_sign_says_who_is_better() -> None:
+def test_t_is_the_paired_t_statistic_and_its_sign_says_who_is_better() -> None:
     rng = random.Random(4)
     ch = fresh()
     assert ch.t() == 0.0
     diffs = []
-    for _ in range(BURN_IN + 10 * BLOCK + 7):  # 10 full blocks after the burn-in; 7 not yet
+    for _ in range(100):
         champion, challenger = rng.expovariate(1.0), rng.expovariate(1.5)
         ch.observe(champion, challenger)
         diffs.append(champion - challenger)
-    tested = diffs[BURN_IN:]
-    means = [statistics.mean(tested[i : i + BLOCK]) for i in range(0, 10 * BLOCK, BLOCK)]
-    expected = statistics.mean(means) / (statistics.stdev(means) / math.sqrt(len(means)))
-    assert ch.blocks == 10
+    expected = statistics.mean(diffs) / (statistics.stdev(diffs) / math.sqrt(len(diffs)))
     assert ch.t() == pytest.approx(expected, rel=1e-9)
     assert ch.t() > 0  # the challenger's loss is lower
     worse = fresh()
     for d in diffs:
         worse.observe(1.0, 1.0 + d)
-    assert worse.n == len(diffs)
     assert worse.t() == pytest.approx(-expected, rel=1e-9)
     # no variance: the sign of the mean difference, as far as it goes
     constant = fresh()
-    for _ in range(BURN_IN + 2 * BLOCK):
+    for _ in range(5):
         constant.observe(2.0, 1.0)
     assert constant.t() == math.inf
     figures = constant.figures()
     assert figures["t"] == 99.0
-    assert (figures["samples"], figures["champion_loss"], figures["challenger_loss"]) == (
-        BURN_IN + 2 * BLOCK,
-        2,
-        1,
-    )
-
-
-def test_the_t_quantile_is_students() -> None:
-    # scipy.stats.t.ppf(p, df), to 3 decimals
-    for p, df, exact in [(0.999, 4, 7.173), (0.999, 9, 4.297), (0.99, 9, 2.821),
-                         (0.99, 4, 3.747), (0.999, 24, 3.467)]:  # fmt: skip
-        assert t_quantile(p, df) == pytest.approx(exact, rel=0.04)
+    assert (figures["samples"], figures["champion_loss"], figures["challenger_loss"]) == (5, 2, 1)
 
 
 def test_clearly_better_challenger_is_promoted_before_the_grace_period_ends() -> None:
@@ -153,8 +127,8 @@ def test_clearly_better_challenger_is_promoted_before_the_grace_period_ends() ->
         ch.observe(base + 1.0 + rng.gauss(0, 0.5), base + rng.gauss(0, 0.5))
         verdict = ch.verdict(grace=200)
     assert verdict == "promote"
-    assert ch.n == MIN_EVIDENCE  # at the first look
-    assert ch.t() >= t_quantile(1 - EARLY_ALPHA, MIN_BLOCKS - 1)
+    assert MIN_EVIDENCE <= ch.n < 60
+    assert ch.t() >= EARLY_T
     figures = ch.figures()
     assert figures["champion_loss"] > figures["challenger_loss"]
     assert (figures["warm_start"], figures["trigger"], figures["drift_seq"]) == (50, "drift", 9)
@@ -183,48 +157,9 @@ def test_noise_is_rarely_promoted_and_never_a_challenger_that_stops_early_on_noi
             verdict = ch.verdict(grace=200)
         outcomes.append((verdict, ch.n))
     dropped = [n for v, n in outcomes if v == "drop"]
-    # a drop waits for the end of the grace period, or of its extension while it leads
-    assert all(200 <= n <= EXTEND * 200 for n in dropped)
-    # looked at after every block: at most 1 %
-    assert len(dropped) >= 0.99 * len(outcomes)
-
-
-def ar1(rng: random.Random, n: int, rho: float) -> list[float]:
-    """A stationary AR(1) series of mean 0 and variance 1."""
-    out, v = [], rng.gauss(0, 1)
-    for _ in range(n):
-        v = rho * v + math.sqrt(1 - rho * rho) * rng.gauss(0, 1)
-        out.append(v)
-    return out
-
-
-def single_sample_t(diffs: list[float]) -> float:
-    """The rule before issue 20: a paired t statistic over the single differences."""
-    return statistics.mean(diffs) / (statistics.stdev(diffs) / math.sqrt(len(diffs)))
-
-
-def test_autocorrelated_noise_does_not_fool_the_test() -> None:
-    """Equally good models whose loss differences are autocorrelated (both models change
-    slowly; a hard stretch of the stream lasts): the per-sample t test promoted 96 of 200
-    (t >= 3 at some look from 30 samples on, or >= 2 at 200); batch means 0.9 %
-    (9 of 1,000 seeds; 0.3 % without autocorrelation).
-    """
-    promoted = old_rule = 0
-    for seed in range(200):
-        diffs = ar1(random.Random(seed), 4 * 200, rho=0.8)  # as long as a judgement can be
-        ch = fresh()
-        verdicts = []
-        for d in diffs:
-            ch.observe(1.0 + d, 1.0)
-            verdicts.append(ch.verdict(grace=200))
-            if verdicts[-1] is not None:
-                break
-        assert verdicts[-1] is not None
-        promoted += verdicts[-1] == "promote"
-        looks = [single_sample_t(diffs[:i]) for i in range(30, 200)]
-        old_rule += max(looks) >= 3.0 or single_sample_t(diffs[:200]) >= 2.0
-    assert promoted <= 4
-    assert old_rule >= 50  # what the old rule made of it
+    assert all(n == 200 for n in dropped)  # a drop waits for the end of the grace period
+    # looked at on every sample, noise still clears t >= 3 now and then: a few percent
+    assert len(dropped) >= 0.95 * len(outcomes)
 
 
 def test_worse_challenger_is_not_promoted() -> None:
@@ -239,41 +174,22 @@ def test_worse_challenger_is_not_promoted() -> None:
     assert ch.verdict(grace=200) == "drop"
 
 
-@pytest.mark.parametrize(("target_t", "verdict"), [(3.5, "promote"), (2.5, "drop")])
-def test_at_the_end_of_grace_the_challenger_wins_above_the_final_quantile(
+@pytest.mark.parametrize(("target_t", "verdict"), [(2.5, "promote"), (1.5, "drop")])
+def test_at_the_end_of_grace_the_challenger_wins_above_final_t(
     target_t: float, verdict: str
 ) -> None:
-    k = 10  # blocks in the grace period, after the burn-in
-    grace = BURN_IN + k * BLOCK
-    final = t_quantile(1 - FINAL_ALPHA, k - 1)  # 3.25
-    # block means m +- 1, alternating: t = m * sqrt(k - 1) after an even number of blocks
-    m = target_t / math.sqrt(k - 1)
+    n = 40
+    # differences m +- 1, alternating: t = m * sqrt(n - 1) at every even count
+    m = target_t / math.sqrt(n - 1)
     ch = fresh()
-    for _ in range(BURN_IN):
-        ch.observe(-50.0, 0.0)  # far worse while it learns: not held against it
-        assert ch.verdict(grace=grace) is None
-    for i in range(k * BLOCK - 1):
-        ch.observe(m + (1 if (i // BLOCK) % 2 else -1), 0.0)
-        assert ch.verdict(grace=grace) is None
+    for i in range(n - 1):
+        ch.observe(m + (1 if i % 2 else -1), 0.0)
+        assert ch.verdict(grace=n) is None
+        assert ch.t() < EARLY_T
     ch.observe(m + 1, 0.0)
     assert ch.t() == pytest.approx(target_t, rel=1e-9)
-    assert (ch.t() >= final) == (verdict == "promote")
-    if verdict == "promote":
-        assert ch.verdict(grace=grace) == "promote"
-        return
-    # not proven, but it leads: judged on (its predictions served) up to EXTEND x grace
-    assert ch.leads() and ch.verdict(grace=grace) is None
-    while (v := ch.verdict(grace=grace)) is None:
-        ch.observe(0.0, 0.0)
-    assert (v, ch.n) == ("drop", EXTEND * grace)
-
-
-def test_a_challenger_that_does_not_lead_at_the_end_of_grace_is_dropped() -> None:
-    ch = fresh()
-    for i in range(200):
-        ch.observe(1.0 + (0.5 if i < 150 else -0.5), 1.0)  # better, then lately worse
-    assert ch.t() > 0 and not ch.leads()
-    assert ch.verdict(grace=200) == "drop"
+    assert (ch.t() >= FINAL_T) == (verdict == "promote")
+    assert ch.verdict(grace=n) == verdict
 
 
 def test_the_challenger_leads_while_a_fading_mean_of_the_differences_favours_it() -> None:
@@ -291,18 +207,16 @@ def test_the_challenger_leads_while_a_fading_mean_of_the_differences_favours_it(
     assert ch.leads()
 
 
-def test_a_challenger_pickled_before_batch_means_loads_and_starts_its_blocks() -> None:
+def test_a_challenger_pickled_before_it_could_lead_loads() -> None:
     ch = fresh()
-    for _ in range(7):
+    for _ in range(LEAD_MIN):
         ch.observe(2.0, 1.0)
-    old = {k: v for k, v in ch.__dict__.items()
-           if k not in ("_block", "_in_block", "blocks", "_sum_b", "_sum_b2", "lead")}  # fmt: skip
+    old = {k: v for k, v in ch.__dict__.items() if k != "lead"}
     restored = Challenger.__new__(Challenger)
     restored.__setstate__(old)
-    assert (restored.n, restored.blocks, restored.lead, restored.t()) == (7, 0, 0.0, 0.0)
-    for _ in range(MIN_EVIDENCE):
-        restored.observe(2.0, 1.0)
-    assert restored.verdict(grace=200) == "promote"
+    assert (restored.n, restored.lead, restored.leads()) == (LEAD_MIN, 0.0, False)
+    restored.observe(2.0, 1.0)
+    assert restored.leads()
 
 
 # --- where the change began ------------------------------------------------------------------
@@ -364,13 +278,13 @@ def test_abrupt_change_retrains_and_promotes(seed: int) -> None:
     data = promotion.data
     assert promotion.seq > retrain.seq
     assert data["samples"] == promotion.seq - retrain.seq  # the grace period so far
-    assert data["samples"] <= 200  # promoted within the grace period
+    assert data["samples"] < 200  # promoted early
     assert data["champion_loss"] > data["challenger_loss"]
     assert data["t"] >= 3
     # While it led, the challenger's predictions were served: the served error in the grace
     # period is mostly the challenger's (after LEAD_MIN), well below the champion's.
     grace = [o.error for o in outcomes[retrain.seq : promotion.seq] if o.error is not None]
-    assert statistics.mean(grace) < 0.7 * data["champion_loss"]  # 0.57 and 0.56
+    assert statistics.mean(grace) < 0.8 * data["champion_loss"]
     assert (data["version"], data["parent"], data["reason"]) == (2, 1, "drift")
     assert data["drift_seq"] == first.seq
     assert set(data["metrics"]) == {"mae", "rmse", "r2", "rolling_mae"}
@@ -440,20 +354,18 @@ def test_none_policy_records_drift_without_retraining() -> None:
 
 
 def test_schedule_asks_for_a_challenger_every_period() -> None:
-    # a challenger is judged after MIN_EVIDENCE readings at the earliest, whatever the grace
-    cfg = make_stream(model="linear", grace=10, every="3h")
+    cfg = make_stream(model="linear", grace=10, every="1h")
     steps = run_all(cfg, stationary(1000))
     scheduled = [(o, o.request) for o, _ in steps if o.request is not None]
     assert all(r.reason == "schedule" for _, r in scheduled)
     seqs = [o.seq for o, _ in scheduled]
-    # readings 60 s apart: the first after three hours, then one every 180 readings
-    assert MIN_EVIDENCE < 180
-    assert seqs == list(range(181, 1001, 180))
+    # readings 60 s apart: the first after an hour, then one every 60 readings
+    assert seqs == list(range(61, 1001, 60))
     assert all(r.samples == cfg.retrain.max_warm_start for _, r in scheduled)
     retrains = [e for e in all_events(steps) if e.kind == "retrain"]
     assert len(retrains) == len(seqs)
     assert all(e.data["trigger"] == "schedule" for e in retrains)
-    assert retrains[0].data["warm_start"] == 181  # all the log there was
+    assert retrains[0].data["warm_start"] == 61  # all the log there was
 
 
 def test_schedule_waits_while_a_challenger_runs() -> None:
