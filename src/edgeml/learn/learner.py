@@ -21,11 +21,11 @@ __all__ = ["Learner", "make_task"]
 # A warm start takes at least this many samples, even when the change is estimated to be
 # more recent: a handful is too few to fit anything.
 WARM_MIN = 1
-# ADWIN looks for a cut every CLOCK losses (River's default). Every loss (1) was tried: a
-# check costs about a microsecond, but River's ADWIN clears its whole window after any cut,
-# and a cut at the first sample of a new regime can be a fall (a forest still converging on
-# the old one): the change then went unreported in 2 of 3 seeds of sensor/forest.
-CLOCK = 32
+# ADWIN looks for a cut at every loss (River's default, every 32, delayed a detection by up
+# to 31 samples; a look costs about a microsecond). River clears ADWIN's whole window after
+# any cut; after a fall (a model converging) _watch keeps it, or a fall-cut at the first
+# sample of a new regime hid the change (sensor/forest, 2 of 3 seeds).
+CLOCK = 1
 # A model that diverges again within this many scored readings of being installed is
 # restored under its own number (see Learner._diverged).
 GUARD_QUIET = 100
@@ -211,6 +211,8 @@ class Learner:
         # detections are counted here. ADWIN also fires when the error falls (a model
         # converging); only a rise in error is a drift.
         if not (self.adwin.drift_detected and self.adwin.estimation > before):
+            if self.adwin.drift_detected:  # a fall: keep the cut window (River would clear it)
+                self.adwin._drift_detected = False
             return None
         self.drifts += 1
         return DriftEvent(
