@@ -17,6 +17,7 @@ test-then-train (every sample is predicted before anything learns it):
 
 Streams (the change at sample CHANGE = 3,000 of 5,000; --quick: 2,000 of 3,000, 1 seed):
 
+* flip: a, b ~U(0,10); y = 3a - 2b + N(0,0.5), after the change -4a + 5b + 20. Abrupt.
 * sensor: t~U(10,30), h~U(20,80), w~U(0,10); y = 2t + 0.5h + 5[w>5] + N(0,1), after the
   change y = -1.5t + h + 30 - 5[w>5] + N(0,1). Abrupt.
 * friedman-abrupt: River's FriedmanDrift(drift_type="gra"); the relevant features swap.
@@ -47,7 +48,16 @@ Targets (PASS/FAIL lines; the exit status is 1 if one fails):
 (c) sensor and friedman-abrupt: challenger's window error at least 15 % below none's with
     preset tree (seed means), and in no seed more than 5 % above it with preset linear;
 (d) phishing with retraining off: edgeml's cumulative accuracy equals River's
-    evaluate.progressive_val_score of the same pipeline.
+    evaluate.progressive_val_score of the same pipeline;
+(e) issue 20: on every abrupt regression stream, tree and forest with the challenger within
+    1.1x the oracle (a fresh model of the preset started at the change), tree at most 0.85x
+    its own none;
+(f) at most 1 % of the stationary runs (each stream without its change, 10 seeds, a
+    challenger forced at 30/50/70 % as after a drift alarm) with a promotion.
+
+The oracle table also gives none and reset against the oracle, and recovery times: samples
+from the change until the rolling mean error (of the last 100) is within 1.5x the 1,000
+before it. --only, --presets and --stationary-seeds narrow a run while iterating.
 """
 
 from __future__ import annotations
@@ -73,13 +83,17 @@ from edgeml.config import StreamConfig
 from edgeml.learn import offline
 from edgeml.learn.learner import Learner, make_task
 from edgeml.learn.presets import build_model
-from edgeml.records import Sample
+from edgeml.records import Request, Sample
 
 WINDOW = 1000
 RISE = 1.10
 MAX_DELAY = 300
 POLICIES = ("challenger", "reset", "none")
-METHODS = (*POLICIES, "static", "periodic")
+METHODS = (*POLICIES, "static", "periodic", "oracle")
+RECOVERY = 100  # the rolling window of the recovery time
+# Stationary runs: a challenger is forced, as a false drift alarm would start one, at these
+# fractions of the stream.
+FORCED = (0.3, 0.5, 0.7)
 Rows = Iterable[tuple[dict[Any, Any], Any]]
 
 
@@ -95,6 +109,14 @@ def sensor(seed: int, n: int, change: int) -> Iterator[tuple[dict[str, float], f
         else:
             y = -1.5 * t + 1.0 * h + 30 + (-5 if w > 5 else 0)
         yield {"t": t, "h": h, "w": w}, y + rng.gauss(0, 1)
+
+
+def flip(seed: int, n: int, change: int) -> Iterator[tuple[dict[str, float], float]]:
+    rng = random.Random(seed)
+    for i in range(n):
+        a, b = rng.uniform(0, 10), rng.uniform(0, 10)
+        y = 3 * a - 2 * b if i < change else -4 * a + 5 * b + 20
+        yield {"a": a, "b": b}, y + rng.gauss(0, 0.5)
 
 
 def friedman(kind: str) -> Callable[[int, int, int], Rows]:
@@ -125,6 +147,7 @@ class Spec:
 
 
 SPECS: dict[str, Spec] = {
+    "flip": Spec("regression", ("tree", "linear", "forest"), flip, "abrupt"),
     "sensor": Spec("regression", ("tree", "linear", "forest"), sensor, "abrupt"),
     "friedman-abrupt": Spec("regression", ("tree", "linear"), friedman("gra"), "abrupt"),
     "friedman-gradual": Spec("regression", ("tree", "linear"), friedman("gsg"), "gradual"),
@@ -218,7 +241,39 @@ def job(args: tuple[str, str, int, int, int]) -> tuple[str, str, int, dict[str, 
     stream = config(spec.task, preset)
     runs["static"] = batch_run(stream, samples, spec.fit, periodic=False)
     runs["periodic"] = batch_run(stream, samples, spec.fit, periodic=True)
+    oracle = edgeml_run(stream, samples[change:]) if spec.change else Run([])
+    runs["oracle"] = Run([None] * change + oracle.errors) if spec.change else runs["none"]
     return name, preset, seed, runs
+
+
+def alarm_warm_start(lr: Learner, seq: int) -> int:
+    """The warm start a drift alarm at `seq` would ask for (edgeml before issue 20: sized by
+    ADWIN's window)."""
+    if hasattr(lr, "tail"):
+        return lr._warm_start()
+    return lr._warm_start(int(lr.adwin.width))  # type: ignore[call-arg]
+
+
+def stationary_job(args: tuple[str, str, int, int]) -> tuple[str, str, int, int, int]:
+    """A stream that does not change, policy challenger, with a challenger forced at FORCED
+    (warm-started as after a drift alarm there): (challengers, promotions)."""
+    name, preset, seed, n = args
+    spec = SPECS[name]
+    samples = samples_of(spec.rows(seed, n, n), spec.task)
+    stream = config(spec.task, preset, "challenger")
+    lr = Learner(stream, "default")
+    forced = {int(f * n) for f in FORCED}
+    started = promoted = 0
+    for seq, s in enumerate(samples, start=1):
+        outcome = lr.process(s, seq)
+        promoted += sum(e.kind == "promotion" for e in outcome.events)
+        request = outcome.request
+        if request is None and lr.challenger is None and seq in forced:
+            request = Request("challenger", "drift", seq, alarm_warm_start(lr, seq))
+        if request is not None and request.kind == "challenger":
+            lr.start_challenger(request, samples[max(seq - request.samples, 0) : seq])
+            started += 1
+    return name, preset, seed, started, promoted
 
 
 # -- summaries -------------------------------------------------------------------------------
@@ -265,6 +320,25 @@ class Cell:
     def per_run(self, kind: str) -> float:
         return statistics.mean(r.events.get(kind, 0) for r in self.runs)
 
+    def recoveries(self, before: Cell) -> list[int | None]:
+        """Per run, samples from the change until the rolling mean error (of the last
+        RECOVERY, all after the change) is back within 1.5x the WINDOW before it (in the
+        runs of `before`: the oracle has no before)."""
+        out: list[int | None] = []
+        for run, pre in zip(self.runs, before.pre(), strict=True):
+            errors = [e if e is not None else 0.0 for e in run.errors]
+            end = min(len(errors), self.change + WINDOW)
+            total = sum(errors[self.change : self.change + RECOVERY])
+            found = None
+            for j in range(self.change + RECOVERY, end + 1):
+                if total / RECOVERY <= 1.5 * pre:
+                    found = j - self.change
+                    break
+                if j < end:
+                    total += errors[j] - errors[j - RECOVERY]
+            out.append(found)
+        return out
+
 
 def ratio(cell: Cell, none: Cell) -> tuple[float, list[float]]:
     a, b = cell.post(), none.post()
@@ -302,6 +376,64 @@ def change_table(name: str, cells: dict[str, dict[str, Cell]], change: int) -> l
                 f"{cell.false_alarms() if edgeml else '-'} | {cell.per_run('retrain'):.1f} | "
                 f"{cell.per_run('promotion'):.1f} |"
             )
+    return [*out, ""]
+
+
+def recovery_text(values: list[int | None]) -> str:
+    found = [v for v in values if v is not None]
+    if not found:
+        return f"> {WINDOW}"
+    text = f"{statistics.median(found):.0f}"
+    return text if len(found) == len(values) else f"{text} ({len(found)}/{len(values)})"
+
+
+def oracle_table(
+    cells: dict[str, dict[str, dict[str, Cell]]], stationary: dict[tuple[str, str], list[int]]
+) -> list[str]:
+    """Against the oracle: a fresh model of the preset started exactly at the change."""
+    out = [
+        "### against the oracle (a fresh model of the preset started at the change)",
+        "",
+        "| stream | preset | challenger ÷ oracle [seeds] | none ÷ oracle | reset ÷ oracle |"
+        " recovery, challenger | recovery, none | recovery, oracle | delay |"
+        " false promotions (stationary) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, by_preset in cells.items():
+        if SPECS[name].change != "abrupt":
+            continue
+        for preset, m in by_preset.items():
+            oracle = m["oracle"]
+            r, per_seed = ratio(m["challenger"], oracle)
+            started, promoted = stationary.get((name, preset), [0, 0, 0, 0])[1:3]
+            false = f"{promoted} of {started}" if started else "-"
+            out.append(
+                f"| {name} | {preset} | {r:.2f}{span(per_seed)} | {ratio(m['none'], oracle)[0]:.2f}"
+                f" | {ratio(m['reset'], oracle)[0]:.2f}"
+                f" | {recovery_text(m['challenger'].recoveries(m['none']))}"
+                f" | {recovery_text(m['none'].recoveries(m['none']))}"
+                f" | {recovery_text(oracle.recoveries(m['none']))}"
+                f" | {delay_text(m['challenger'].delays())} | {false} |"
+            )
+    return [*out, ""]
+
+
+def stationary_table(stationary: dict[tuple[str, str], list[int]]) -> list[str]:
+    out = [
+        "### false promotions on stationary streams (policy challenger; a challenger forced at "
+        + ", ".join(f"{f:.0%}" for f in FORCED)
+        + " of each run, warm-started as after a drift alarm, besides any the detector starts)",
+        "",
+        "| stream | preset | runs | challengers | promotions | runs with a promotion |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for (name, preset), (runs, started, promoted, with_one) in stationary.items():
+        out.append(f"| {name} | {preset} | {runs} | {started} | {promoted} | {with_one} |")
+    runs = sum(v[0] for v in stationary.values())
+    with_one = sum(v[3] for v in stationary.values())
+    started = sum(v[1] for v in stationary.values())
+    promoted = sum(v[2] for v in stationary.values())
+    out.append(f"| all | | {runs} | {started} | {promoted} | {with_one} |")
     return [*out, ""]
 
 
@@ -393,12 +525,18 @@ def verdict(ok: bool, text: str) -> str:
     return f"- {'PASS' if ok else 'FAIL'} {text}"
 
 
-def targets(cells: dict[str, dict[str, dict[str, Cell]]], phishing: dict[str, Any]) -> list[str]:
-    sensor = cells["sensor"]
-    alarms = sum(sensor[p][m].false_alarms() for p in sensor for m in POLICIES)
-    presets = ", ".join(sensor)
-    text = f"(a) sensor: {alarms} drift events before the change (presets {presets}, all runs)"
-    out = [verdict(alarms == 0, text)]
+def targets(
+    cells: dict[str, dict[str, dict[str, Cell]]],
+    phishing: dict[str, Any],
+    stationary: dict[tuple[str, str], list[int]],
+) -> list[str]:
+    out = []
+    if "sensor" in cells:
+        sensor = cells["sensor"]
+        alarms = sum(sensor[p][m].false_alarms() for p in sensor for m in POLICIES)
+        presets = ", ".join(sensor)
+        text = f"(a) sensor: {alarms} drift events before the change (presets {presets}, all runs)"
+        out.append(verdict(alarms == 0, text))
     for name, by_preset in cells.items():
         if SPECS[name].change != "abrupt":
             continue
@@ -414,15 +552,49 @@ def targets(cells: dict[str, dict[str, dict[str, Cell]]], phishing: dict[str, An
             ok = all(d is not None and d <= MAX_DELAY for d in found)
             out.append(verdict(ok, f"{text}; delays {delays} (limit {MAX_DELAY})"))
     for name in ("sensor", "friedman-abrupt"):
+        if name not in cells or not {"tree", "linear"} <= set(cells[name]):
+            continue
         r, per_seed = ratio(cells[name]["tree"]["challenger"], cells[name]["tree"]["none"])
         text = f"(c) {name}/tree: challenger ÷ none {r:.3f}{span(per_seed, '.3f')} (limit 0.85)"
         out.append(verdict(r <= 0.85, text))
         r, per_seed = ratio(cells[name]["linear"]["challenger"], cells[name]["linear"]["none"])
         text = f"(c) {name}/linear: challenger ÷ none {r:.3f}{span(per_seed, '.3f')}"
         out.append(verdict(max(per_seed) <= 1.05, f"{text} (limit 1.05 in every seed)"))
+    out += oracle_targets(cells, stationary)
     for preset, (ours, river) in phishing.items():
         text = f"(d) phishing/{preset}: edgeml (policy none) accuracy {ours!r}"
         out.append(verdict(ours == river, f"{text}, River progressive_val_score {river!r}"))
+    return out
+
+
+def oracle_targets(
+    cells: dict[str, dict[str, dict[str, Cell]]], stationary: dict[tuple[str, str], list[int]]
+) -> list[str]:
+    """Issue 20: (e) tree and forest with the challenger within 1.1x the oracle on every
+    abrupt regression stream, tree at most 0.85x its own none; (f) false promotions in at
+    most 1 % of the stationary runs."""
+    out = []
+    for name, by_preset in cells.items():
+        if SPECS[name].change != "abrupt" or SPECS[name].task != "regression":
+            continue
+        for preset in ("tree", "forest"):
+            if preset not in by_preset:
+                continue
+            m = by_preset[preset]
+            r = ratio(m["challenger"], m["oracle"])[0]
+            text = f"(e) {name}/{preset}: challenger ÷ oracle {r:.2f} (limit 1.10)"
+            if preset == "tree":
+                own = ratio(m["challenger"], m["none"])[0]
+                out.append(
+                    verdict(r <= 1.10 and own <= 0.85, f"{text}, ÷ none {own:.2f} (limit 0.85)")
+                )
+            else:
+                out.append(verdict(r <= 1.10, text))
+    runs = sum(v[0] for v in stationary.values())
+    if runs:
+        bad = sum(v[3] for v in stationary.values())
+        text = f"(f) stationary runs with a false promotion: {bad} of {runs} (limit 1 %)"
+        out.append(verdict(bad <= 0.01 * runs, text))
     return out
 
 
@@ -435,6 +607,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, help="seeds per stream (3; --quick: 1)")
     p.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)), help="processes")
     p.add_argument("--out", help="also write the report to this markdown file")
+    p.add_argument("--only", help="these streams only (comma-separated names)")
+    p.add_argument("--presets", help="these presets only (comma-separated)")
+    p.add_argument(
+        "--stationary-seeds", type=int, default=10, help="seeds of the stationary runs (10)"
+    )
     return p.parse_args(argv)
 
 
@@ -443,18 +620,38 @@ def main(argv: list[str] | None = None) -> int:
     seeds = args.seeds or (1 if args.quick else 3)
     change, n = (2000, 3000) if args.quick else (3000, 5000)
     started, t0 = utc_now(), time.perf_counter()
-    jobs = [
-        (name, preset, seed, n, change)
+    chosen = [
+        (name, preset)
         for name, spec in SPECS.items()
+        if not args.only or name in args.only.split(",")
         for preset in spec.presets
         if not (args.quick and preset == "forest")
-        for seed in (range(seeds) if spec.seeded else [0])
+        and (not args.presets or preset in args.presets.split(","))
+    ]
+    jobs = [
+        (name, preset, seed, n, change)
+        for name, preset in chosen
+        for seed in (range(seeds) if SPECS[name].seeded else [0])
+    ]
+    still = [
+        (name, preset, 10_000 + seed, n)
+        for name, preset in chosen
+        if SPECS[name].change == "abrupt"
+        for seed in range(args.stationary_seeds)
     ]
     done: dict[tuple[str, str, int], dict[str, Run]] = {}
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         for name, preset, seed, runs in pool.map(job, jobs):
             done[name, preset, seed] = runs
             progress(f"{len(done)}/{len(jobs)} {name}/{preset} seed {seed}")
+        stationary: dict[tuple[str, str], list[int]] = {}
+        for name, preset, _, forced, promoted in pool.map(stationary_job, still):
+            row = stationary.setdefault((name, preset), [0, 0, 0, 0])
+            row[0] += 1
+            row[1] += forced
+            row[2] += promoted
+            row[3] += promoted > 0
+        progress(f"{len(still)} stationary runs")
     cells: dict[str, dict[str, dict[str, Cell]]] = {}
     for (name, preset, _), runs in done.items():
         at = change if SPECS[name].change else 0
@@ -463,7 +660,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         for method, run in runs.items():
             by_method[method].runs.append(run)
-    phishing = {preset: phishing_equal(preset) for preset in SPECS["phishing"].presets}
+    phishing = (
+        {preset: phishing_equal(preset) for preset in SPECS["phishing"].presets}
+        if "phishing" in cells
+        else {}
+    )
 
     lines = [
         f"command: `{shlex.join(sys.orig_argv)}`",
@@ -480,9 +681,12 @@ def main(argv: list[str] | None = None) -> int:
             lines += phishing_table(by_preset)
         else:
             lines += change_table(name, by_preset, change)
+    lines += oracle_table(cells, stationary)
+    lines += stationary_table(stationary)
     lines += retrain_table(cells, change)
-    lines += waterflow()
-    checks = targets({k: v for k, v in cells.items() if k != "phishing"}, phishing)
+    if not args.only:
+        lines += waterflow()
+    checks = targets({k: v for k, v in cells.items() if k != "phishing"}, phishing, stationary)
     lines += ["### targets", "", *checks, ""]
     lines.append(f"runtime: {time.perf_counter() - t0:.0f} s with {args.jobs} processes")
     report = "\n".join(lines)

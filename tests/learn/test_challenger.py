@@ -15,7 +15,8 @@ import pytest
 
 from edgeml.config import DriftConfig, RetrainConfig, StreamConfig
 from edgeml.learn import Learner, offline
-from edgeml.learn.challenger import EARLY_T, FINAL_T, MIN_EVIDENCE, Challenger
+from edgeml.learn.challenger import EARLY_T, FINAL_T, LEAD_MIN, MIN_EVIDENCE, Challenger
+from edgeml.learn.changepoint import TAIL, LossTail
 from edgeml.learn.learner import GUARD_QUIET
 from edgeml.learn.tasks import MAX_PREDICTION
 from edgeml.records import ModelEvent, Outcome, Request, Sample
@@ -191,6 +192,52 @@ def test_at_the_end_of_grace_the_challenger_wins_above_final_t(
     assert ch.verdict(grace=n) == verdict
 
 
+def test_the_challenger_leads_while_a_fading_mean_of_the_differences_favours_it() -> None:
+    ch = fresh()
+    for _ in range(LEAD_MIN - 1):
+        ch.observe(2.0, 1.0)
+        assert not ch.leads()  # too little to go on
+    ch.observe(2.0, 1.0)
+    assert ch.leads()
+    for _ in range(30):
+        ch.observe(1.0, 3.0)  # it fell behind lately
+    assert not ch.leads()
+    for _ in range(30):
+        ch.observe(3.0, 1.0)  # and leads again: the mean fades, it does not stick
+    assert ch.leads()
+
+
+def test_a_challenger_pickled_before_it_could_lead_loads() -> None:
+    ch = fresh()
+    for _ in range(LEAD_MIN):
+        ch.observe(2.0, 1.0)
+    old = {k: v for k, v in ch.__dict__.items() if k != "lead"}
+    restored = Challenger.__new__(Challenger)
+    restored.__setstate__(old)
+    assert (restored.n, restored.lead, restored.leads()) == (LEAD_MIN, 0.0, False)
+    restored.observe(2.0, 1.0)
+    assert restored.leads()
+
+
+# --- where the change began ------------------------------------------------------------------
+
+
+def test_the_change_point_is_where_the_loss_rose() -> None:
+    rng = random.Random(3)
+    tail = LossTail()
+    assert tail.change_start() is None
+    for seq in range(1, 1001):
+        tail.add(seq, abs(rng.gauss(0, 1)) + (4.0 if seq > 980 else 0.0))
+    assert tail.count == TAIL
+    assert tail.change_start() == 981
+    restored = pickle.loads(pickle.dumps(tail))
+    assert restored.change_start() == 981
+    flat = LossTail()
+    for seq in range(1, 50):
+        flat.add(seq, 1.0)
+    assert flat.change_start() is None  # no rise, no change
+
+
 # --- a learner that meets an abrupt change ---------------------------------------------------
 
 
@@ -215,7 +262,8 @@ def test_abrupt_change_retrains_and_promotes(seed: int) -> None:
         first.seq,
         first,
     )
-    assert request.samples >= 50
+    # warm-started on the new regime only: from the change the recent losses point to
+    assert 1 <= request.samples <= first.seq - CHANGE
 
     events = all_events(steps)
     assert [e.kind for e in events] == ["retrain", "promotion"]
@@ -233,6 +281,10 @@ def test_abrupt_change_retrains_and_promotes(seed: int) -> None:
     assert data["samples"] < 200  # promoted early
     assert data["champion_loss"] > data["challenger_loss"]
     assert data["t"] >= 3
+    # While it led, the challenger's predictions were served: the served error in the grace
+    # period is mostly the challenger's (after LEAD_MIN), well below the champion's.
+    grace = [o.error for o in outcomes[retrain.seq : promotion.seq] if o.error is not None]
+    assert statistics.mean(grace) < 0.8 * data["champion_loss"]
     assert (data["version"], data["parent"], data["reason"]) == (2, 1, "drift")
     assert data["drift_seq"] == first.seq
     assert set(data["metrics"]) == {"mae", "rmse", "r2", "rolling_mae"}
@@ -476,3 +528,17 @@ def test_a_model_that_diverges_again_soon_comes_back_under_its_own_number() -> N
     assert second.events[0].data["restore"] == "in place"
     assert (lr.model_version, lr.latest_version) == (2, 2)
     assert all(o.model_version == 2 and o.y_pred is not None for o, _ in gen)
+
+
+def test_a_snapshot_from_before_the_loss_tail_loads_and_goes_on() -> None:
+    cfg = make_stream()
+    lr = Learner(cfg, KEY)
+    rows = abrupt(0, n=3600)
+    for seq, s in enumerate(rows[:600], start=1):
+        lr.process(s, seq)
+    state = lr.state()
+    del state["tail"]  # what an edgeml before issue 20 stored
+    restored = Learner.from_state(cfg, KEY, pickle.loads(pickle.dumps(state)))
+    assert restored.tail.count == 0
+    events = run_all(cfg, rows[600:], restored)
+    assert "promotion" in [e.kind for e in all_events(events)]

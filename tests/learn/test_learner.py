@@ -96,15 +96,16 @@ def test_drift_is_detected_after_a_change_and_not_before(seed: int) -> None:
     assert [e.detections for e in events] == list(range(1, len(events) + 1))
     assert learner.drifts == len(events)
     first = events[0]
-    # found soon after the change, by the stream/key that saw it
-    assert 1000 <= first.seq < 1200
+    # found soon after the change (ADWIN looks for a cut at every sample), by the stream/key
+    # that saw it
+    assert 1000 <= first.seq < 1010
     assert (first.stream, first.key) == ("s", "default")
     assert first.ts == float(first.seq)
     assert first.width > 0
-    # the error in ADWIN's window is far above the noise the model had learned (the window
-    # can still hold samples from before the change, so it is compared with that noise)
+    # the error in ADWIN's window is above the noise the model had learned (found within a
+    # few samples, the window still holds mostly samples from before the change)
     noise = sum(o.error for o in outcomes[800:1000] if o.error is not None) / 200
-    assert first.mean_error > 3 * noise
+    assert first.mean_error > 1.5 * noise
     assert outcomes[first.seq].drift is first
 
 

@@ -20,6 +20,10 @@ MIN_EVIDENCE = 30
 # be strict); at the end the challenger wins only with t above FINAL_T.
 EARLY_T = 3.0
 FINAL_T = 2.0
+# The challenger's predictions are served while a fading mean of the paired differences
+# (weight LEAD_WEIGHT on the newest) says it leads, after at least LEAD_MIN of them.
+LEAD_WEIGHT = 0.05
+LEAD_MIN = 10
 
 
 class Challenger:
@@ -36,6 +40,11 @@ class Challenger:
         self.challenger_loss = 0.0
         self._sum_d = 0.0
         self._sum_d2 = 0.0
+        self.lead = 0.0  # the fading mean of the paired differences (> 0: it leads)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # A challenger pickled before it could lead: it leads from its next readings on.
+        self.__dict__.update({"lead": 0.0, **state})
 
     def observe(self, champion_loss: float, challenger_loss: float) -> None:
         d = champion_loss - challenger_loss
@@ -44,6 +53,11 @@ class Challenger:
         self.challenger_loss += challenger_loss
         self._sum_d += d
         self._sum_d2 += d * d
+        self.lead += LEAD_WEIGHT * (d - self.lead)
+
+    def leads(self) -> bool:
+        """Whether its predictions should be served now (its loss has lately been lower)."""
+        return self.n >= LEAD_MIN and self.lead > 0
 
     def t(self) -> float:
         """How reliably the challenger's loss is lower (a paired t statistic; > 0: it is)."""

@@ -11,15 +11,21 @@ from river import drift
 from edgeml.config import StreamConfig
 from edgeml.learn.anomaly_task import Anomaly
 from edgeml.learn.challenger import Challenger
+from edgeml.learn.changepoint import LossTail
 from edgeml.learn.presets import build_model
 from edgeml.learn.tasks import TASKS, Prediction, Task, usable
 from edgeml.records import DriftEvent, ModelEvent, Outcome, Request, Sample
 
 __all__ = ["Learner", "make_task"]
 
-# A warm start takes at least this many samples: right after a detection ADWIN's window
-# can be a handful, too few to fit anything.
-WARM_MIN = 50
+# A warm start takes at least this many samples, even when the change is estimated to be
+# more recent: a handful is too few to fit anything.
+WARM_MIN = 1
+# ADWIN looks for a cut at every loss (River's default, every 32, delayed a detection by up
+# to 31 samples; a look costs about a microsecond). River clears ADWIN's whole window after
+# any cut; after a fall (a model converging) _watch keeps it, or a fall-cut at the first
+# sample of a new regime hid the change (sensor/forest, 2 of 3 seeds).
+CLOCK = 1
 # A model that diverges again within this many scored readings of being installed is
 # restored under its own number (see Learner._diverged).
 GUARD_QUIET = 100
@@ -44,8 +50,9 @@ class Learner:
         self.model: Any = build_model(stream)
         self.model_version = 1
         self.latest_version = 1  # the highest version this series has had
-        self.adwin = drift.ADWIN(delta=stream.drift.delta)
+        self.adwin = drift.ADWIN(delta=stream.drift.delta, clock=CLOCK)
         self.watched = 0  # losses seen since the champion took over (drift warm-up)
+        self.tail = LossTail()  # the champion's recent losses: where a change began
         self.challenger: Challenger | None = None
         self.samples = 0
         self.drifts = 0
@@ -67,7 +74,10 @@ class Learner:
         "last_seen",
         "last_seq",
         "next_scheduled",
+        "tail",
     )
+    # What snapshots of earlier versions may lack: a fresh learner's value stands in.
+    _NEW = frozenset({"tail"})
 
     def state(self) -> dict[str, Any]:
         """The learner's state, for a snapshot (the config it runs under is not part of it)."""
@@ -85,7 +95,7 @@ class Learner:
                 f"snapshot is of preset {state.get('preset')!r} for {state.get('task_name')}, "
                 f"the stream uses {stream.model!r} for {stream.task}"
             )
-        missing = [name for name in cls._STATE if name not in state]
+        missing = [name for name in cls._STATE if name not in state and name not in cls._NEW]
         if missing:
             raise ValueError(f"snapshot lacks {', '.join(missing)}")
         if stream.task == "anomaly" and not hasattr(state["model"], "judge_one"):
@@ -94,7 +104,8 @@ class Learner:
             raise ValueError("snapshot holds an anomaly detector of an older edgeml")
         learner = cls(stream, key)
         for name in cls._STATE:
-            setattr(learner, name, state[name])
+            if name in state:
+                setattr(learner, name, state[name])
         # The config's drift threshold wins over the one the snapshot was taken under.
         learner.use_stream(stream)
         return learner
@@ -106,7 +117,7 @@ class Learner:
         """
         self.stream = stream
         if self.adwin.delta != stream.drift.delta:
-            self.adwin = self.adwin.clone({"delta": stream.drift.delta})
+            self.adwin = self.adwin.clone({"delta": stream.drift.delta, "clock": CLOCK})
 
     # -- test-then-train ----------------------------------------------------------------
 
@@ -121,45 +132,49 @@ class Learner:
         self.last_seq = seq
         if p.value is not None and not usable(p.value):
             return self._diverged(sample, seq, p.value)
-        loss = task.loss(p, sample)
-        task.score(p, sample)
-        episode = task.episode(p, sample, seq, self.stream.alert)
         events: list[ModelEvent] = []
-        if self.challenger is not None and x is not None:
-            self._shadow(x, sample, seq, loss, events)
+        cp = self._shadow(x, sample, seq, events)
+        # While the challenger leads, its prediction is the one served and scored.
+        ch = self.challenger
+        served, served_by = p, self.model
+        if cp is not None and ch is not None and ch.leads():
+            served, served_by = cp, ch.model
+        loss = task.loss(p, sample)  # the champion's: what ADWIN and the test watch
+        served_loss = task.loss(served, sample)
+        task.score(served, sample)
+        episode = task.episode(served, sample, seq, self.stream.alert)
+        if ch is not None and cp is not None:
+            ch_loss = task.loss(cp, sample)
+            if loss is not None and ch_loss is not None:
+                ch.observe(loss, ch_loss)
+            task.learn(ch.model, x, sample)
         if x is not None:
             task.learn(self.model, x, sample)
         task.observe(sample)
-        forecast = task.forecast(self.model, sample)
+        forecast = task.forecast(served_by, sample)
         detected = self._watch(sample, seq, loss)
         request = self._judge(sample, seq, detected, events)
-        return Outcome(sample, seq, p.value, loss, version, label=p.label, proba=p.proba,
-                       flag=p.flag,
+        return Outcome(sample, seq, served.value, served_loss, version, label=served.label,
+                       proba=served.proba, flag=served.flag,
                        episode=episode, forecast=forecast, drift=detected,
                        events=tuple(events), request=request)  # fmt: skip
 
     def _shadow(
-        self,
-        x: dict[str, float],
-        sample: Sample,
-        seq: int,
-        loss: float | None,
-        events: list[ModelEvent],
-    ) -> None:
-        """The challenger in its grace period predicts and learns the same sample."""
-        task, ch = self.task, self.challenger
-        assert ch is not None
-        cp = task.predict(ch.model, x)
+        self, x: dict[str, float] | None, sample: Sample, seq: int, events: list[ModelEvent]
+    ) -> Prediction | None:
+        """The challenger's prediction of the sample, if one is in its grace period; a
+        challenger that diverges is dropped (no contender: it could never be judged).
+        """
+        ch = self.challenger
+        if ch is None or x is None:
+            return None
+        cp = self.task.predict(ch.model, x)
         if cp.value is not None and not usable(cp.value):
-            # A diverged challenger is no contender: it could never be judged.
             figures = {**ch.figures(), "detail": "diverged prediction"}
             self.challenger = None
             events.append(self._event("challenger_dropped", sample.ts, seq, figures))
-            return
-        ch_loss = task.loss(cp, sample)
-        if loss is not None and ch_loss is not None:
-            ch.observe(loss, ch_loss)
-        task.learn(ch.model, x, sample)
+            return None
+        return cp
 
     def _judge(
         self, sample: Sample, seq: int, detected: DriftEvent | None, events: list[ModelEvent]
@@ -176,8 +191,7 @@ class Learner:
                 self.challenger = None
                 events.append(self._event("challenger_dropped", sample.ts, seq, ch.figures()))
         elif detected is not None and self.stream.retrain.policy != "none":
-            width = detected.width
-            return Request("challenger", "drift", seq, self._warm_start(width), drift=detected)
+            return Request("challenger", "drift", seq, self._warm_start(), drift=detected)
         judged = self.task.judged_by_loss or self.stream.retrain.policy == "reset"
         if self.challenger is None and judged and self._scheduled(sample.ts):
             return Request("challenger", "schedule", seq, self.stream.retrain.max_warm_start)
@@ -188,6 +202,7 @@ class Learner:
         if loss is None or not math.isfinite(loss):
             return None
         self.watched += 1
+        self.tail.add(self.samples, loss)  # seq counts every key's samples; this, the key's
         if self.watched <= self.stream.drift.warmup:
             return None
         before = self.adwin.estimation
@@ -196,6 +211,8 @@ class Learner:
         # detections are counted here. ADWIN also fires when the error falls (a model
         # converging); only a rise in error is a drift.
         if not (self.adwin.drift_detected and self.adwin.estimation > before):
+            if self.adwin.drift_detected:  # a fall: keep the cut window (River would clear it)
+                self.adwin._drift_detected = False
             return None
         self.drifts += 1
         return DriftEvent(
@@ -208,9 +225,13 @@ class Learner:
             mean_error=float(self.adwin.estimation),
         )
 
-    def _warm_start(self, width: int) -> int:
-        """As many samples as ADWIN's window says belong to the new regime, within bounds."""
-        wanted = max(width, min(WARM_MIN, self.samples))
+    def _warm_start(self) -> int:
+        """The samples since the change the recent losses point to (at least WARM_MIN, at
+        most max_warm_start); ADWIN's window at the detection holds mostly the old regime.
+        """
+        start = self.tail.change_start()
+        since = self.samples - start + 1 if start is not None else int(self.adwin.width)
+        wanted = max(since, min(WARM_MIN, self.samples))
         return min(wanted, self.stream.retrain.max_warm_start)
 
     def _scheduled(self, ts: float) -> bool:
@@ -288,8 +309,9 @@ class Learner:
         self.model = model
         self.model_version = version
         self.latest_version = max(self.latest_version, version)
-        self.adwin = drift.ADWIN(delta=self.stream.drift.delta)
+        self.adwin = drift.ADWIN(delta=self.stream.drift.delta, clock=CLOCK)
         self.watched = 0
+        self.tail = LossTail()
         self.challenger = None
 
     def _event(self, kind: str, ts: float, seq: int, data: dict[str, Any]) -> ModelEvent:
