@@ -183,7 +183,8 @@ class Outcome:
     # the score. None when the model could not predict (a forecast's first readings, a
     # classifier that has seen no label, a diverged model).
     y_pred: float | None
-    # The loss ADWIN watched: absolute error, 0/1, or the anomaly score; None without a label.
+    # The served prediction's loss (absolute error or 0/1; the challenger's while it leads in
+    # its grace period); None without a label, and for anomaly streams (no loss).
     error: float | None
     model_version: int
     label: Label | None = None  # classification: the predicted class
