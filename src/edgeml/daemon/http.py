@@ -27,9 +27,8 @@ from edgeml.daemon import dashboard
 from edgeml.daemon.metrics import DaemonView, commit_lag, registry
 from edgeml.daemon.openapi import OPENAPI
 from edgeml.errors import EdgemlError
-from edgeml.store.api import read_event_window
 from edgeml.store.history import read_history
-from edgeml.store.queries import EVENT_KINDS, read_status
+from edgeml.store.queries import EVENT_KINDS, read_events, read_status
 from edgeml.store.registry import list_versions
 
 __all__ = ["serve"]
@@ -151,9 +150,9 @@ class Api:
         if unknown:
             raise _bad(f"unknown kind {', '.join(unknown)}; kinds: {', '.join(EVENT_KINDS)}")
         limit = _int(q.get("limit"), "limit", 100, 1, 10_000)
-        window = (_float(q.get("since"), "since"), _float(q.get("until"), "until"))
+        since, until = _float(q.get("since"), "since"), _float(q.get("until"), "until")
         rows = await self._read(
-            read_event_window, kinds, q.get("stream"), q.get("key"), *window, limit
+            read_events, kinds, q.get("stream"), since, limit, q.get("key"), until
         )
         return _json(_finite(rows))
 

@@ -249,8 +249,12 @@ def read_events(
     stream: str | None = None,
     since: float | None = None,
     limit: int = 100,
+    key: str | None = None,
+    until: float | None = None,
 ) -> list[dict[str, Any]]:
-    """The event history, newest first (the `edgeml events --json` document)."""
+    """The event history, newest first (the `edgeml events --json` document), of `kinds`
+    (all when empty), one stream and key, and a time window, when given.
+    """
     conn = connect_readonly(path)
     try:
         wanted = list(kinds)
@@ -258,9 +262,10 @@ def read_events(
         rows = conn.execute(
             "SELECT id, ts, kind, stream, key, seq, data FROM events WHERE"
             f" ({'1' if not wanted else f'kind IN ({marks})'})"
-            " AND (? IS NULL OR stream = ?) AND (? IS NULL OR ts >= ?)"
+            " AND (? IS NULL OR stream = ?) AND (? IS NULL OR key = ?)"
+            " AND (? IS NULL OR ts >= ?) AND (? IS NULL OR ts < ?)"
             " ORDER BY ts DESC, id DESC LIMIT ?",
-            (*wanted, stream, stream, since, since, limit),
+            (*wanted, stream, stream, key, key, since, since, until, until, limit),
         ).fetchall()
     except sqlite3.Error as exc:
         raise StoreError(f"{path}: cannot read events: {exc}") from exc
