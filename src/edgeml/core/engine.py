@@ -78,8 +78,6 @@ class Engine:
         self.silence = SilenceWatch(self.streams)
         self.batch = Batch()
         self.rejects = RejectTally()
-        self.learned = 0
-        self.model_errors = 0  # samples on which River raised
         self.duplicates = 0
         self.unmatched = 0
         self.counts = StreamCounters()  # per stream, for /metrics
@@ -93,6 +91,16 @@ class Engine:
         self.ha = StateTopics(cfg) if cfg.homeassistant.enabled else None
 
     # -- start-up -------------------------------------------------------------------
+
+    @property
+    def learned(self) -> int:
+        """Samples learned since start (the per-stream counts of /metrics, summed)."""
+        return self.counts.learned.total()
+
+    @property
+    def model_errors(self) -> int:
+        """Samples on which River raised, since start."""
+        return self.counts.model_errors.total()
 
     def restore(self, learner: Learner) -> None:
         """Put a learner loaded from a snapshot in place (before replaying what followed it)."""
@@ -187,7 +195,6 @@ class Engine:
         seq = self.next_seq
         self.next_seq += 1
         outcome = self._process(learner, sample, seq)
-        self.learned += 1
         self.counts.learned_one(sample.stream, outcome, stream.publish == "all")
         if self.intake.repeats.streams:
             self.intake.repeats.note(sample)
@@ -237,7 +244,6 @@ class Engine:
         try:
             return learner.process(sample, seq)
         except Exception as exc:
-            self.model_errors += 1
             self.counts.model_errors[sample.stream] += 1
             self._warn.error(
                 "model_error",
