@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import aiomqtt
 import pytest
@@ -91,8 +91,24 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
     b.stop()
 
 
-# .ci/run sets it (CI runs as root): there the full-disk tests must run, not skip.
-REQUIRE_TMPFS = os.environ.get("EDGEML_REQUIRE_TMPFS") == "1"
+def unavailable(message: str, required_by: str) -> NoReturn:
+    """Skip a test that needs what this machine lacks, or fail it where .ci/run requires it
+    (it sets `required_by`, an EDGEML_REQUIRE_* variable, to 1).
+    """
+    if os.environ.get(required_by) == "1":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture
+def chromium_path() -> str:
+    """Debian's headless browser, for the report and the live page."""
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        unavailable(
+            "chromium is not installed (apt-get install chromium)", "EDGEML_REQUIRE_CHROMIUM"
+        )
+    return found
 
 
 @pytest.fixture
@@ -108,9 +124,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     )
     if mount.returncode != 0:
         message = f"cannot mount a tmpfs here (needs root): {mount.stderr.strip()[-200:]}"
-        if REQUIRE_TMPFS:
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(message, "EDGEML_REQUIRE_TMPFS")  # CI runs as root: there it mounts
     try:
         yield mnt
     finally:

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Broker, publish_all
+from edgeml.config import Config, load
+from tests.conftest import TELEMETRY, Broker, free_port, publish_all
 
 
 def telemetry(n: int, devices: int = 3, start: int = 0) -> list[tuple[str, bytes]]:
@@ -302,3 +303,29 @@ def check_ha_configs(configs: dict[str, bytes]) -> list[str]:
             unique_ids.append(entity["unique_id"])
     assert len(unique_ids) == len(set(unique_ids)), sorted(unique_ids)
     return unique_ids
+
+
+def http_config(tmp_path: Path, broker: Broker, extra: str = "") -> tuple[Config, str]:
+    port = free_port()
+    path = tmp_path / "config.toml"
+    path.write_text(
+        f"""
+[node]
+id = "test-http"
+state_dir = "state"
+
+[mqtt]
+host = "{broker.host}"
+port = {broker.port}
+
+[log]
+format = "json"
+
+[http]
+enabled = true
+listen = "127.0.0.1:{port}"
+{extra}
+{TELEMETRY}
+"""
+    )
+    return load(path), f"http://127.0.0.1:{port}"

@@ -3,25 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import Broker, db_rows, publish_all, running, wait_for
-from tests.daemon.test_http import http_config
-from tests.helpers import telemetry
+from tests.helpers import http_config, telemetry
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # .ci/run sets this: there a missing Chromium is a failure, not a skip.
-REQUIRED = os.environ.get("EDGEML_REQUIRE_CHROMIUM") == "1"
 
 
-async def chromium(tmp_path: Path, *args: str) -> str:
-    assert CHROMIUM is not None
+async def chromium(browser: str, tmp_path: Path, *args: str) -> str:
     proc = await asyncio.create_subprocess_exec(
-        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+        browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
         "--no-first-run", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1100,1600",
         *args,
@@ -34,19 +26,17 @@ async def chromium(tmp_path: Path, *args: str) -> str:
     return out.decode()
 
 
-async def test_the_page_renders_in_headless_chromium(tmp_path: Path, broker: Broker) -> None:
-    if CHROMIUM is None:
-        if REQUIRED:
-            pytest.fail("chromium is missing (apt-get install chromium)")
-        pytest.skip("chromium is not installed (apt-get install chromium)")
+async def test_the_page_renders_in_headless_chromium(
+    tmp_path: Path, broker: Broker, chromium_path: str
+) -> None:
     cfg, base = http_config(tmp_path, broker)
     async with running(cfg) as daemon:
         await publish_all(broker, telemetry(150))
         await wait_for(lambda: daemon.engine is not None and daemon.engine.learned == 150)
         await wait_for(lambda: db_rows(cfg, "SELECT count(*) FROM summary")[0][0] == 3)
-        dom = await chromium(tmp_path, "--dump-dom", f"{base}/")
+        dom = await chromium(chromium_path, tmp_path, "--dump-dom", f"{base}/")
         shot = tmp_path / "page.png"
-        await chromium(tmp_path, f"--screenshot={shot}", f"{base}/")
+        await chromium(chromium_path, tmp_path, f"--screenshot={shot}", f"{base}/")
     # The browser parsed the page: a row and a drawn error line per stream/key.
     assert dom.count('class="plot"') == 3 and dom.count("<polyline") == 3
     for key in ("dev0", "dev1", "dev2"):

@@ -19,37 +19,11 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from prometheus_client.parser import text_string_to_metric_families
 
-from edgeml.config import Config, load
+from edgeml.config import load
 from edgeml.errors import ConfigError
 from edgeml.records import RejectReason
-from tests.conftest import TELEMETRY, Broker, db_rows, free_port, publish_all, running, wait_for
-from tests.helpers import telemetry
-
-
-def http_config(tmp_path: Path, broker: Broker, extra: str = "") -> tuple[Config, str]:
-    port = free_port()
-    path = tmp_path / "config.toml"
-    path.write_text(
-        f"""
-[node]
-id = "test-http"
-state_dir = "state"
-
-[mqtt]
-host = "{broker.host}"
-port = {broker.port}
-
-[log]
-format = "json"
-
-[http]
-enabled = true
-listen = "127.0.0.1:{port}"
-{extra}
-{TELEMETRY}
-"""
-    )
-    return load(path), f"http://127.0.0.1:{port}"
+from tests.conftest import Broker, db_rows, publish_all, running, wait_for
+from tests.helpers import http_config, telemetry
 
 
 @pytest.fixture

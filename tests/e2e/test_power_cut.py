@@ -24,30 +24,33 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TELEMETRY, Broker, load_config, publish_all, settle, write_config
+from tests.conftest import (
+    TELEMETRY,
+    Broker,
+    load_config,
+    publish_all,
+    settle,
+    unavailable,
+    write_config,
+)
 from tests.e2e.syscalls import TRACED, PowerCut, restore
 from tests.helpers import telemetry
 
 STRACE = shutil.which("strace")
 # .ci/run sets it: there the test must run, not skip for want of strace.
-REQUIRED = os.environ.get("EDGEML_REQUIRE_STRACE") == "1"
 READINGS = 3000
 
 
 @pytest.fixture
 def strace() -> str:
     if STRACE is None:
-        if REQUIRED:
-            pytest.fail("strace is not installed (.ci/run installs it with apt)")
-        pytest.skip("strace is not installed (apt-get install strace)")
+        unavailable("strace is not installed (apt-get install strace)", "EDGEML_REQUIRE_STRACE")
     probe = subprocess.run(
         [STRACE, "-qq", "-o", os.devnull, "true"], check=False, capture_output=True
     )
     if probe.returncode != 0:
         message = f"strace cannot trace here: {probe.stderr.decode()[-200:]}"
-        if REQUIRED:
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(message, "EDGEML_REQUIRE_STRACE")
     return STRACE
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import shutil
 import subprocess
 import time
@@ -27,6 +26,7 @@ from tests.conftest import (
     publish_all,
     running,
     sample_count,
+    unavailable,
     wait_for,
 )
 from tests.helpers import telemetry
@@ -37,15 +37,13 @@ DASHBOARD = ROOT / "docs" / "monitoring" / "grafana-dashboard.json"
 PROMETHEUS = shutil.which("prometheus")
 PROMTOOL = shutil.which("promtool")
 # .ci/run sets it: there the tests must run, not skip for want of Prometheus.
-REQUIRED = os.environ.get("EDGEML_REQUIRE_PROMETHEUS") == "1"
 
 
 def need(tool: str | None, name: str) -> str:
     if tool is None:
-        message = f"{name} is not installed (apt-get install prometheus)"
-        if REQUIRED:
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(
+            f"{name} is not installed (apt-get install prometheus)", "EDGEML_REQUIRE_PROMETHEUS"
+        )
     return tool
 
 
