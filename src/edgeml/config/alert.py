@@ -8,7 +8,7 @@ from typing import Annotated
 
 from pydantic import Field, StrictFloat, StrictInt, field_validator
 
-from edgeml.config.base import Frozen, parse_duration
+from edgeml.config.base import Duration, Frozen, parse_duration
 
 __all__ = ["AlertConfig", "AnomalyConfig"]
 
@@ -20,13 +20,7 @@ class AnomalyConfig(Frozen):
     # Ignored since the detectors calibrate their own threshold and alerts are episodes;
     # accepted so that older configs validate (`edgeml check` names them as ignored).
     quantile: Annotated[StrictFloat, Field(gt=0.5, lt=1)] = 0.99
-    cooldown: str = "60s"
-
-    @field_validator("cooldown")
-    @classmethod
-    def _cooldown(cls, v: str) -> str:
-        parse_duration(v)
-        return v
+    cooldown: Duration = "60s"
 
     @property
     def cooldown_s(self) -> float:
@@ -37,12 +31,12 @@ class AlertConfig(Frozen):
     # An episode is announced once it has this many flagged readings ...
     min_count: Annotated[StrictInt, Field(ge=1, le=1_000_000)] = 1
     # ... spanning at least this long.
-    min_duration: str = "0s"
+    min_duration: Duration = "0s"
     # It ends at the first normal reading this long after its last flagged one.
-    clear_after: str = "5m"
+    clear_after: Duration = "5m"
     # After an episode ends, the next one of the same key is recorded but not published for
     # this long, unless it is `escalate` times as severe.
-    cooldown: str = "1h"
+    cooldown: Duration = "1h"
     escalate: Annotated[StrictFloat | StrictInt, Field(ge=1)] = 2.0
     # Episodes published per key and hour; beyond it they are recorded only. 0: no limit.
     # (Per key: the budget is part of the key's state, rebuilt exactly by a replay.)
@@ -52,12 +46,6 @@ class AlertConfig(Frozen):
     severity: dict[str, Severity] = Field(
         default_factory=lambda: {"minor": 1.0, "major": 2.0, "critical": 4.0}
     )
-
-    @field_validator("min_duration", "clear_after", "cooldown")
-    @classmethod
-    def _duration(cls, v: str) -> str:
-        parse_duration(v)
-        return v
 
     @field_validator("severity")
     @classmethod

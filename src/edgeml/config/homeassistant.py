@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StrictBool, StrictInt, field_validator
 
-from edgeml.config.base import Frozen, parse_duration
+from edgeml.config.base import Duration, Frozen, parse_duration
 
 __all__ = ["HomeAssistantConfig", "StreamHomeAssistant"]
 
@@ -27,9 +27,9 @@ class HomeAssistantConfig(Frozen):
     # "device": one config per HA device (HA 2024.11 and later); "component": one per entity.
     schema_: Literal["device", "component"] = Field(default="device", validation_alias="schema")
     # Configs and states are announced after a uniform random delay up to this long.
-    announce_delay_max: str = "10s"
+    announce_delay_max: Duration = "10s"
     # The retained state topic of a stream/key is published at most this often.
-    state_interval: str = "30s"
+    state_interval: Duration = "30s"
     # When a key's value sensors become unavailable without a state: "auto", "0s" (never)
     # or a duration.
     expire_after: str = "auto"
@@ -42,12 +42,6 @@ class HomeAssistantConfig(Frozen):
     @classmethod
     def _topics(cls, v: str) -> str:
         return _topic(v)
-
-    @field_validator("announce_delay_max", "state_interval")
-    @classmethod
-    def _duration(cls, v: str) -> str:
-        parse_duration(v)
-        return v
 
     @field_validator("expire_after")
     @classmethod

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from pydantic import Field, StrictBool, StrictInt, field_validator, model_validator
 
-from edgeml.config.base import Frozen, parse_duration
+from edgeml.config.base import Frozen, PositiveDuration, parse_duration
 from edgeml.errors import ConfigError
 
 __all__ = ["DEFAULT_HTTP_PORT", "HttpConfig", "split_listen"]
@@ -46,19 +46,12 @@ class HttpConfig(Frozen):
     per_key: StrictBool = False
     max_key_series: Annotated[StrictInt, Field(ge=0, le=100_000)] = 100
     # /healthz answers 503 when the oldest received reading waits longer than this for its commit.
-    max_commit_lag: str = "30s"
+    max_commit_lag: PositiveDuration = "30s"
 
     @field_validator("listen")
     @classmethod
     def _listen(cls, v: str) -> str:
         split_listen(v)
-        return v
-
-    @field_validator("max_commit_lag")
-    @classmethod
-    def _lag(cls, v: str) -> str:
-        if parse_duration(v) <= 0:
-            raise ValueError("must be more than 0")
         return v
 
     @model_validator(mode="after")

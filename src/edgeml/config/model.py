@@ -18,7 +18,7 @@ from pydantic import (
 
 from edgeml.config.alert import AlertConfig, AnomalyConfig
 from edgeml.config.base import Frozen as _Frozen
-from edgeml.config.base import parse_duration
+from edgeml.config.base import PositiveDuration, parse_duration
 from edgeml.config.homeassistant import HomeAssistantConfig, StreamHomeAssistant
 from edgeml.config.http import HttpConfig
 from edgeml.config.payloads import (
@@ -147,14 +147,7 @@ class RetrainConfig(_Frozen):
     policy: Literal["challenger", "reset", "none"] = "challenger"
     grace: Annotated[StrictInt, Field(ge=10, le=1_000_000)] = 200
     max_warm_start: Annotated[StrictInt, Field(ge=1, le=1_000_000)] = 1000
-    every: str | None = None
-
-    @field_validator("every")
-    @classmethod
-    def _every(cls, v: str | None) -> str | None:
-        if v is not None and parse_duration(v) <= 0:
-            raise ValueError("must be more than 0")
-        return v
+    every: PositiveDuration | None = None
 
     @property
     def every_s(self) -> float | None:
@@ -314,31 +307,17 @@ class StreamConfig(_Frozen):
 class StoreConfig(_Frozen):
     flush_interval_ms: Annotated[StrictInt, Field(ge=0, le=60_000)] = 200
     batch_size: Annotated[StrictInt, Field(ge=1, le=100_000)] = 500
-    summary_interval: str = "2s"
-    retention: str = "7d"
+    summary_interval: PositiveDuration = "2s"
+    retention: PositiveDuration = "7d"
     # Opt-in, and named for its risk: acknowledge a reading once its commit is written, before
     # it is synced to storage. Faster on a slow card; a power cut can lose acknowledged readings.
     ack_before_sync: StrictBool = False
 
-    @field_validator("summary_interval", "retention")
-    @classmethod
-    def _interval(cls, v: str) -> str:
-        if parse_duration(v) <= 0:
-            raise ValueError("must be more than 0")
-        return v
-
 
 class ModelsConfig(_Frozen):
-    snapshot_interval: str = "5m"
+    snapshot_interval: PositiveDuration = "5m"
     keep_snapshots: Annotated[StrictInt, Field(ge=1, le=100)] = 3
     max_live: Annotated[StrictInt, Field(ge=1)] = 1000
-
-    @field_validator("snapshot_interval")
-    @classmethod
-    def _interval(cls, v: str) -> str:
-        if parse_duration(v) <= 0:
-            raise ValueError("must be more than 0")
-        return v
 
 
 class LogConfig(_Frozen):
