@@ -28,14 +28,20 @@ class _Burst:
 
 class RejectTally:
     def __init__(self) -> None:
-        self.total: collections.Counter[str] = collections.Counter()  # by reason, since start
-        # By (stream, reason), since start: for /metrics.
+        # By (stream, reason), since start: /metrics reads it as it is, status by reason.
         self.by_stream: collections.Counter[tuple[str, str]] = collections.Counter()
         self._bursts: dict[str, _Burst] = {}
 
+    @property
+    def total(self) -> collections.Counter[str]:
+        """By reason, since start."""
+        out: collections.Counter[str] = collections.Counter()
+        for (_, reason), n in self.by_stream.items():
+            out[reason] += n
+        return out
+
     def note(self, r: Reject, topic: str, warn: RateLimitedLog) -> None:
         """Count a reject; log it (rate-limited) unless it is expected on a healthy broker."""
-        self.total[r.reason.value] += 1
         self.by_stream[(r.stream, r.reason.value)] += 1
         burst = self._bursts.get(r.stream)
         if burst is None:
