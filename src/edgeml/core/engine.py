@@ -16,22 +16,12 @@ from typing import Any
 import structlog
 
 from edgeml.config import Config
+from edgeml.core import batch as tables
 from edgeml.core import messages as msg
-from edgeml.core.batch import (
-    Batch,
-    EventRow,
-    PredictionRow,
-    RetiredRow,
-    SampleRow,
-    SeriesRow,
-    StoredSample,
-    VersionRow,
-)
 from edgeml.core.counters import StreamCounters
 from edgeml.core.dedup import Redeliveries
 from edgeml.core.homeassistant_state import StateTopics
 from edgeml.core.intake import Intake
-from edgeml.core.join import failpoint
 from edgeml.core.messages import Outgoing
 from edgeml.core.models import (
     LiveModels,
@@ -43,6 +33,7 @@ from edgeml.core.models import (
 )
 from edgeml.core.rejects import RejectTally
 from edgeml.core.silence import SilenceWatch
+from edgeml.failpoints import failpoint
 from edgeml.learn import Learner, snapshot
 from edgeml.logs import RateLimitedLog
 from edgeml.records import Delivery, Episode, ModelEvent, Outcome, Reject, Request, Sample
@@ -76,7 +67,7 @@ class Engine:
         self.next_seq = next_seq
         self.redeliveries = Redeliveries(recent)
         self.silence = SilenceWatch(self.streams)
-        self.batch = Batch()
+        self.batch = tables.Batch()
         self.rejects = RejectTally()
         self.duplicates = 0
         self.unmatched = 0
@@ -106,7 +97,7 @@ class Engine:
         """Put a learner loaded from a snapshot in place (before replaying what followed it)."""
         self.dirty.add(self.models.restore(learner))
 
-    def replay(self, stream: str, key: str, row: StoredSample) -> None:
+    def replay(self, stream: str, key: str, row: tables.StoredSample) -> None:
         """Learn a stored sample again (after a restart); nothing is written or published:
         what it caused (events, promotions) was committed with it the first time.
 
@@ -203,11 +194,13 @@ class Engine:
         label = None if sample.label is None else _compact(sample.label)
         mid = d.dedup if fingerprint is not None else None
         b.samples.append(
-            SampleRow(seq, sid, sample.ts, _compact(sample.x), sample.y, mid, fingerprint, label)
+            tables.SampleRow(
+                seq, sid, sample.ts, _compact(sample.x), sample.y, mid, fingerprint, label
+            )
         )
         if outcome.y_pred is not None:
             b.predictions.append(
-                PredictionRow(
+                tables.PredictionRow(
                     seq,
                     outcome.y_pred,
                     outcome.error,
@@ -225,9 +218,7 @@ class Engine:
             self._episode(outcome, outcome.episode, publish=stream.publish != "none")
         if outcome.drift is not None:
             ev = asdict(outcome.drift)
-            self.batch.events.append(
-                EventRow(ev["ts"], "drift", ev["stream"], ev["key"], ev["seq"], json.dumps(ev))
-            )
+            self._record("drift", ev)
             out.append(Outgoing(self.cfg.events_topic, msg.drift_message(outcome.drift), 1))
             log.info("drift_detected", model_version=outcome.model_version, **ev)
         if self.ha is not None:
@@ -286,9 +277,9 @@ class Engine:
         sk = (lr.stream.name, lr.key)
         sid = self.series[sk]
         self.counts.promotions[(sk[0], reason)] += 1
-        self.batch.retired.append(RetiredRow(pickled(retired), sid, parent))
+        self.batch.retired.append(tables.RetiredRow(pickled(retired), sid, parent))
         self.batch.versions.append(
-            VersionRow(sid, lr.model_version, time.time(), reason, parent,
+            tables.VersionRow(sid, lr.model_version, time.time(), reason, parent,
                        json.dumps(lr.metrics()), snapshot.RIVER_VERSION, pickled(lr.model),
                        drift_seq)
         )  # fmt: skip
@@ -309,7 +300,7 @@ class Engine:
         self._evict_excess()
 
     def _record(self, kind: str, fields: dict[str, Any]) -> None:
-        row = EventRow(fields["ts"], kind, fields["stream"], fields["key"], fields["seq"],
+        row = tables.EventRow(fields["ts"], kind, fields["stream"], fields["key"], fields["seq"],
                        json.dumps(fields))  # fmt: skip
         self.batch.events.append(row)
 
@@ -317,9 +308,11 @@ class Engine:
         learner, sid = self.models.get(stream, key)
         if sid is not None:  # a new series: its row and its first version
             now = time.time()
-            self.batch.series.append(SeriesRow(sid, stream, key, self.streams[stream].task, now))
+            self.batch.series.append(
+                tables.SeriesRow(sid, stream, key, self.streams[stream].task, now)
+            )
             self.batch.versions.append(
-                VersionRow(sid, 1, now, "initial", None, "{}", snapshot.RIVER_VERSION,
+                tables.VersionRow(sid, 1, now, "initial", None, "{}", snapshot.RIVER_VERSION,
                            pickled(learner.model), None)
             )  # fmt: skip
             log.info("series_created", stream=stream, key=key)
@@ -363,7 +356,11 @@ class Engine:
         self._archive(lr, retired, reason, parent, None)
 
     def start_challenger(
-        self, sk: SeriesKey, request: Request, rows: list[StoredSample], out: list[Outgoing] | None
+        self,
+        sk: SeriesKey,
+        request: Request,
+        rows: list[tables.StoredSample],
+        out: list[Outgoing] | None,
     ) -> list[ModelEvent]:
         """Answer a challenger request with the samples the store returned; `out` None: a
         replay (what this causes was recorded the first time).
@@ -393,9 +390,9 @@ class Engine:
         self.unsnapped -= chosen
         return taken
 
-    def take_batch(self) -> Batch:
+    def take_batch(self) -> tables.Batch:
         """Hand the batch to the writer; forget parked snapshots the store now holds."""
-        batch, self.batch = self.batch, Batch()
+        batch, self.batch = self.batch, tables.Batch()
         batch.number = self._batch_number = self._batch_number + 1
         self.models.forget_parked(self.written_batches)
         return batch

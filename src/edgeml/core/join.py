@@ -24,8 +24,6 @@ oldest is acknowledged and its fields stay, no longer crash-safe).
 from __future__ import annotations
 
 import collections
-import os
-import signal
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -34,16 +32,7 @@ from edgeml.config import StreamConfig
 from edgeml.core.decode import Partial
 from edgeml.records import Label, Reject, RejectReason, Sample
 
-__all__ = ["Joins", "failpoint"]
-
-# A test names a point to be killed at (kill -9), as in daemon.recovery; here: a message
-# was just held for a join.
-_FAILPOINT = os.environ.get("EDGEML_FAILPOINT")
-
-
-def failpoint(name: str) -> None:
-    if name == _FAILPOINT:
-        os.kill(os.getpid(), signal.SIGKILL)
+__all__ = ["Joins"]
 
 
 @dataclass(eq=False, slots=True)

@@ -7,9 +7,7 @@ restarted daemon ends with the model it would have had without the kill.
 
 from __future__ import annotations
 
-import os
 import pickle
-import signal
 import time
 from collections.abc import Awaitable, Callable
 
@@ -20,21 +18,14 @@ from edgeml.core.engine import Engine
 from edgeml.core.messages import Outgoing
 from edgeml.core.models import SeriesKey
 from edgeml.daemon.sdnotify import Notifier
+from edgeml.failpoints import failpoint
 from edgeml.learn import Learner, build_model, snapshot
 from edgeml.records import Request
 from edgeml.store.writer import Store, StoredSnapshot
 
-__all__ = ["Recovery", "failpoint"]
+__all__ = ["Recovery"]
 
 log = structlog.get_logger("edgeml.daemon")
-
-# A test names a point to be killed at (kill -9) where no timing from outside can hit it.
-_FAILPOINT = os.environ.get("EDGEML_FAILPOINT")
-
-
-def failpoint(name: str) -> None:
-    if name == _FAILPOINT:
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class Recovery:
