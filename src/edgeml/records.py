@@ -161,7 +161,8 @@ class Request:
 
     `challenger`: a fresh model warm-started on the newest `samples` of the log up to `seq`;
     `restore`: the stored model of version `version` (the last good one), as a new version,
-    or `in_place` under its own number (it diverged again soon after it was installed).
+    or `in_place` under its own number (it diverged again soon after it was installed); with
+    `parent`, the version that `version` came from (`version` itself keeps failing).
     """
 
     kind: Literal["challenger", "restore"]
@@ -171,6 +172,7 @@ class Request:
     version: int = 0
     drift: DriftEvent | None = None
     in_place: bool = False
+    parent: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -105,9 +105,10 @@ async def test_status_json_contract_and_table(broker: Broker, tmp_path: Path) ->
             "metrics",
             "drifts",
             "challenger",
+            "failing",
             "anomalies_1h",
         }
-        assert row["challenger"] is None and row["anomalies_1h"] == 0
+        assert row["challenger"] is None and row["failing"] is None and row["anomalies_1h"] == 0
         assert set(row["metrics"]) == {"mae", "rmse", "r2", "rolling_mae"}
         assert row["samples"] == 30
         assert row["task"] == "regression"

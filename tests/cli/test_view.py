@@ -96,4 +96,5 @@ def test_render_marks_stale_devices_and_recent_drifts() -> None:
     assert "not running" in text and "rejected 1 (not_json 1)" in text
     # Seen 15 minutes ago, and a drift 2 minutes ago (the last-drift column needs 100 columns).
     row = next(line for line in text.splitlines() if line.startswith("s/k"))
-    assert row.split()[2:] == ["15m", "2", "1", "1", "2m"], row
+    # The rolling column names its metric: the rolling MAE, in the target's unit.
+    assert row.split()[2:] == ["15m", "2", "mae", "1", "1", "2m"], row

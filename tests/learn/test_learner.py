@@ -178,3 +178,23 @@ def test_extreme_then_normal_features_recover() -> None:
         errors.append(o.error)
     # it goes on learning: the plain readings are predicted well in the end
     assert max(errors[-100:]) < 0.1
+
+
+def test_a_model_that_keeps_raising_asks_for_its_parent_and_one_success_resets_the_count() -> None:
+    learner = Learner(make_stream(), "default")
+    good = learner.model
+    learner.model = preprocessing.StandardScaler()  # no predict_one: raises on every reading
+    steps = [
+        learner.step(Sample("s", "default", float(i), {"x": 1.0}, 2.0), seq=i) for i in range(9)
+    ]
+    assert all(exc is not None and out.y_pred is None and out.request is None for out, exc in steps)
+    assert (learner.failing, learner.last_seq) == (9, 8)
+    assert learner.error is not None and learner.error.startswith("AttributeError")
+    # A snapshot keeps the count, so a replay after a restart asks at the same reading.
+    restored = Learner.from_state(learner.stream, "default", learner.state())
+    out, _ = restored.step(Sample("s", "default", 9.0, {"x": 1.0}, 2.0), seq=9)
+    assert out.request is not None and (out.request.kind, out.request.parent) == ("restore", True)
+    assert [e.kind for e in out.events] == ["guard"] and out.events[0].data["version"] == 1
+    learner.model = good
+    out, exc = learner.step(Sample("s", "default", 9.0, {"x": 1.0}, 2.0), seq=9)
+    assert exc is None and out.y_pred is not None and (learner.failing, learner.error) == (0, None)

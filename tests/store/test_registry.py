@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib.metadata
 import json
 import pickle
 import zipfile
@@ -14,6 +15,7 @@ from river import linear_model, preprocessing
 from typer.testing import CliRunner
 
 from edgeml.cli.app import app
+from edgeml.store.queries import read_status
 from tests.conftest import (
     TELEMETRY,
     Broker,
@@ -22,6 +24,7 @@ from tests.conftest import (
     publish_all,
     running,
     settle,
+    wait_for,
     write_config,
 )
 from tests.helpers import telemetry
@@ -286,3 +289,60 @@ async def test_export_all_while_the_daemon_runs_writes_every_model_as_it_is_now(
             _, model = bundle_model(tmp_path / "backup" / f"temp__{key}__v1.edgeml")
             live = daemon.engine.learners[("temp", key)].model
             assert [model.predict_one(x) for x in PROBE] == [live.predict_one(x) for x in PROBE]
+
+
+async def test_a_model_that_raises_on_every_reading_gives_way_to_its_parent(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """A bundle whose manifest fits the stream but whose model cannot predict (a scaler, not
+    a regressor): status shows the key in error, then the guard brings back version 1.
+    """
+    config = write_config(tmp_path, broker, TELEMETRY)
+    cfg = load_config(config)
+    bundle = tmp_path / "scaler.edgeml"
+    blob = pickle.dumps(preprocessing.StandardScaler())
+    manifest = {"format": "edgeml-model/1", "task": "regression", "target": "t",
+                "features": ["i", "h"], "river": importlib.metadata.version("river"),
+                "sha256": hashlib.sha256(blob).hexdigest()}  # fmt: skip
+    with zipfile.ZipFile(bundle, "w") as z:
+        z.writestr("manifest.json", json.dumps(manifest))
+        z.writestr("model.pkl", blob)
+    dev1 = [m for m in telemetry(90, start=300) if m[0] == "sensors/dev1/telemetry"]
+    async with running(cfg) as daemon:
+        await publish_all(broker, telemetry(300))
+        assert await settle(cfg, 300) == 300
+        r = await cli(
+            "models", "import", str(bundle), "--stream", "temp", "--key", "dev1", "-c", str(config)
+        )
+        assert r.exit_code == 0, r.output + r.stderr
+        await publish_all(broker, dev1[:5])
+        assert await settle(cfg, 305) == 305
+
+        def failing() -> Any:
+            rows = [s for s in read_status(cfg.db_path)["streams"] if s["key"] == "dev1"]
+            return rows[0]["failing"] if rows else None
+
+        await wait_for(lambda: failing() is not None and failing()["readings"] == 5)
+        assert failing()["error"].startswith("AttributeError")
+        r = runner.invoke(app, ["status", "-c", str(config)], prog_name="edgeml")
+        assert "model error temp/dev1: raised on 5 readings in a row: AttributeError" in " ".join(
+            r.stdout.split()
+        )
+        await publish_all(broker, dev1[5:])
+        assert await settle(cfg, 330) == 330
+        assert daemon.engine is not None
+        assert daemon.engine.learners[("temp", "dev1")].model_version == 3
+        await wait_for(lambda: failing() is None)
+    [(data,)] = db_rows(cfg, "SELECT data FROM events WHERE kind = 'guard'")
+    guard = json.loads(data)
+    assert guard["restore"] == "parent version" and guard["version"] == 2
+    assert guard["detail"].startswith("raised on 10 readings in a row: AttributeError")
+    rows = {(r["key"], r["version"]): r for r in versions(config)}
+    assert (rows[("dev1", 3)]["reason"], rows[("dev1", 3)]["parent"]) == ("guard", 2)
+    # Version 3 is version 1's stored model: the readings after the guard are predicted again.
+    preds = db_rows(
+        cfg,
+        "SELECT p.y_pred FROM predictions p JOIN samples s USING (seq) JOIN series r"
+        " ON r.id = s.series WHERE r.key = 'dev1' ORDER BY seq DESC LIMIT 20",
+    )
+    assert len(preds) == 20 and all(y is not None for (y,) in preds)

@@ -10,6 +10,7 @@ from typing import Any
 from rich import box
 from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -97,6 +98,12 @@ def render(
                     f"samples of grace, t {num(c['t'])}, started by {c['trigger']}"
                 )
             )
+        if s.get("failing"):
+            f = s["failing"]
+            parts.append(Text.from_markup(
+                f"[red]model error[/] {s['stream']}/{s['key']}: raised on {f['readings']} "
+                f"readings in a row: {escape(str(f['error']))}"
+            ))  # fmt: skip
         if s.get("anomalies_1h"):
             parts.append(
                 Text.from_markup(
@@ -131,11 +138,12 @@ def _daemon_lines(d: dict[str, Any], now: float) -> list[RenderableType]:
     return [
         *_disk_line(d.get("disk"), now),
         Text.from_markup(health),
+        # Messages and readings differ: a message feeds every stream whose topic it matches.
         Text.from_markup(
-            f"received {d['received']}  learned {d['learned']}  "
+            f"received {d['received']} messages  learned {d['learned']} readings "
+            f"({d['rate']:.1f}/s)  "
             + (f"[yellow]rejected {d['rejected']} ({reasons})[/]" if reasons else "rejected 0")
-            + f"  rate {d['rate']:.1f}/s"
-            + (f"  {per_sample:.0f} B written/sample" if per_sample else "")
+            + (f"  {per_sample:.0f} B/reading" if per_sample else "")
         ),
     ]
 
@@ -201,11 +209,11 @@ class _Table:
         if self.history is not None:
             steps = HISTORY if width >= 120 else HISTORY // 2
             trend = [sparkline(self.history.of(s["stream"], s["key"])[-steps:]) for s in streams]
-            cols += [("rolling", [num(_rolling(s)) for s in streams]),
+            cols += [("rolling", [_rolling_cell(s) for s in streams]),
                      ("trend", [f"[cyan]{t}[/]" for t in trend])]  # fmt: skip
         else:
             cols += [("metric", [_metric(s) for s in streams]),
-                     ("rolling", [num(_rolling(s)) for s in streams])]  # fmt: skip
+                     ("rolling", [_rolling_cell(s) for s in streams])]  # fmt: skip
         if not live or width >= 80:
             cols.append(("drifts", [_drifts(s) for s in streams]))
         if self.last_drift is not None and width >= 100:
@@ -243,6 +251,13 @@ def _version(s: dict[str, Any]) -> str:
 def _metric(s: dict[str, Any]) -> str:
     key, label, _ = _METRICS.get(s["task"], _METRICS["regression"])
     return f"{label} {num(s['metrics'].get(key))}"
+
+
+def _rolling_cell(s: dict[str, Any]) -> str:
+    # Labelled like the metric column: the rolling window's mae (the target's unit), acc or
+    # rate, so a table of several tasks says what each number is.
+    label = _METRICS.get(s["task"], _METRICS["regression"])[1]
+    return f"{label} {num(_rolling(s))}"
 
 
 def _drifts(s: dict[str, Any]) -> str:

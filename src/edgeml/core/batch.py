@@ -78,6 +78,7 @@ class SummaryRow(NamedTuple):
     drifts: int
     updated: float
     challenger: str | None  # JSON
+    failing: str | None  # JSON: readings in a row the model raised on, and the error
 
 
 class VersionRow(NamedTuple):

@@ -229,23 +229,14 @@ class Engine:
             self.requests.append((sk, outcome.request))
 
     def _process(self, learner: Learner, sample: Sample, seq: int) -> Outcome:
-        """Test-then-train one sample. An error River raises on it costs that reading its
-        prediction, never the daemon, which would meet it again after every restart.
-        """
-        try:
-            return learner.process(sample, seq)
-        except Exception as exc:
+        """Test-then-train one sample; an error the model raises is counted and logged."""
+        outcome, exc = learner.step(sample, seq)
+        if exc is not None:
             self.counts.model_errors[sample.stream] += 1
-            self._warn.error(
-                "model_error",
-                f"{sample.stream}/{sample.key}",
-                stream=sample.stream,
-                key=sample.key,
-                seq=seq,
-                error=f"{type(exc).__name__}: {exc}",
-                exc_info=exc,
-            )
-            return Outcome(sample, seq, None, None, learner.model_version)
+            where = f"{sample.stream}/{sample.key}"
+            self._warn.error("model_error", where, stream=sample.stream, key=sample.key,
+                             seq=seq, error=learner.error, exc_info=exc)  # fmt: skip
+        return outcome
 
     def _episode(self, outcome: Outcome, ep: Episode, publish: bool) -> None:
         """Record an anomaly episode's announcement; its messages go out once it is

@@ -96,8 +96,9 @@ def pickled(model: Any) -> bytes:
 def summary_row(series: int, lr: Learner, now: float) -> SummaryRow:
     """The live summary of one stream/key (what `edgeml status` shows)."""
     grace = None if lr.challenger is None else json.dumps(lr.grace())
+    failing = json.dumps({"readings": lr.failing, "error": lr.error}) if lr.failing else None
     return SummaryRow(series, lr.samples, lr.last_seen, lr.model_version,
-                      json.dumps(lr.metrics()), lr.drifts, now, grace)  # fmt: skip
+                      json.dumps(lr.metrics()), lr.drifts, now, grace, failing)  # fmt: skip
 
 
 def snapshot_row(series: int, lr: Learner, reason: str) -> Snapshot:

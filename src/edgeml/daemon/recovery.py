@@ -150,10 +150,14 @@ class Recovery:
         self, engine: Engine, sk: SeriesKey, request: Request, out: list[Outgoing] | None
     ) -> None:
         """The guard: a model that predicted a non-finite number gives way to the stored
-        state of its version as it was promoted (a fresh model if that fails too).
+        state of its version as it was promoted, one that keeps raising to its parent's (a
+        fresh model if there is none or it fails too).
         """
         sid, learner = engine.series[sk], engine.learners[sk]
-        blob = await self.store.version_blob(sid, request.version)
+        wanted: int | None = request.version
+        if request.parent:  # the version keeps failing: the one it came from
+            wanted = await self.store.parent_version(sid, request.version)
+        blob = await self.store.version_blob(sid, wanted) if wanted else None
         try:
             model = pickle.loads(blob) if blob else build_model(learner.stream)
         except Exception:  # an unloadable blob must not stop the daemon; start afresh

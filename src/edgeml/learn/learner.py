@@ -29,6 +29,9 @@ CLOCK = 1
 # A model that diverges again within this many scored readings of being installed is
 # restored under its own number (see Learner._diverged).
 GUARD_QUIET = 100
+# A model that raises on this many readings in a row (a bundle that does not fit the stream,
+# say) gives way to the version it came from (see Learner.failed).
+FAILING_LIMIT = 10
 
 
 def make_task(stream: StreamConfig) -> Task:
@@ -59,6 +62,8 @@ class Learner:
         self.last_seen = 0.0
         self.last_seq = 0  # the newest sample this learner has learned
         self.next_scheduled: float | None = None  # sample time of the next scheduled retrain
+        self.failing = 0  # readings in a row on which the model raised
+        self.error: str | None = None  # what it raised, while it is failing
 
     # Everything a snapshot holds: the models and what was measured about them.
     _STATE = (
@@ -75,9 +80,11 @@ class Learner:
         "last_seq",
         "next_scheduled",
         "tail",
+        "failing",
+        "error",
     )
     # What snapshots of earlier versions may lack: a fresh learner's value stands in.
-    _NEW = frozenset({"tail"})
+    _NEW = frozenset({"tail", "failing", "error"})
 
     def state(self) -> dict[str, Any]:
         """The learner's state, for a snapshot (the config it runs under is not part of it)."""
@@ -120,6 +127,36 @@ class Learner:
             self.adwin = self.adwin.clone({"delta": stream.drift.delta, "clock": CLOCK})
 
     # -- test-then-train ----------------------------------------------------------------
+
+    def step(self, sample: Sample, seq: int) -> tuple[Outcome, Exception | None]:
+        """`process`, or, when the model raises, no prediction and what it raised: an error
+        costs that reading its prediction, never the daemon, which would meet it again after
+        every restart.
+        """
+        try:
+            outcome = self.process(sample, seq)
+        except Exception as exc:
+            return self.failed(sample, seq, f"{type(exc).__name__}: {exc}"), exc
+        self.failing, self.error = 0, None
+        return outcome, None
+
+    def failed(self, sample: Sample, seq: int, error: str) -> Outcome:
+        """The model raised on this reading. At FAILING_LIMIT in a row the guard asks for
+        the version this one came from (its parent; a fresh model if it has none).
+        """
+        self.failing += 1
+        self.error = error
+        self.last_seen, self.last_seq = sample.ts, seq
+        if self.failing < FAILING_LIMIT:
+            return Outcome(sample, seq, None, None, self.model_version)
+        self.challenger = None
+        data = {"version": self.model_version, "restore": "parent version",
+                "detail": f"raised on {self.failing} readings in a row: {error}"}  # fmt: skip
+        event = self._event("guard", sample.ts, seq, data)
+        request = Request("restore", "guard", seq, version=self.model_version, parent=True)
+        return Outcome(
+            sample, seq, None, None, self.model_version, events=(event,), request=request
+        )
 
     def process(self, sample: Sample, seq: int) -> Outcome:
         """Predict, score, learn, watch for drift, judge the challenger."""
@@ -313,6 +350,7 @@ class Learner:
         self.watched = 0
         self.tail = LossTail()
         self.challenger = None
+        self.failing, self.error = 0, None
 
     def _event(self, kind: str, ts: float, seq: int, data: dict[str, Any]) -> ModelEvent:
         return ModelEvent(kind, self.stream.name, self.key, ts, seq, data)

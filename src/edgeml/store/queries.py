@@ -194,6 +194,7 @@ def _daemon_status(
 def _stream_status(conn: sqlite3.Connection, now: float) -> list[dict[str, Any]]:
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     challenger = "m.challenger" if version >= 4 else "NULL"
+    failing = "m.failing" if version >= 5 else "NULL"
     anomalies = {
         (r[0], r[1]): r[2]
         for r in conn.execute(
@@ -215,11 +216,14 @@ def _stream_status(conn: sqlite3.Connection, now: float) -> list[dict[str, Any]]
             "drifts": r["drifts"],
             # The challenger in its grace period: since_seq, samples, grace, trigger, t.
             "challenger": json.loads(r["challenger"]) if r["challenger"] else None,
+            # A model raising on every reading: {"readings": in a row, "error": ...}, else None.
+            "failing": json.loads(r["failing"]) if r["failing"] else None,
             "anomalies_1h": anomalies.get((r["stream"], r["key"]), 0),
         }
         for r in conn.execute(
             "SELECT r.stream, r.key, r.task, m.samples, m.last_seen, m.model_version, m.metrics,"
-            f" m.drifts, {challenger} AS challenger FROM series r JOIN summary m"
+            f" m.drifts, {challenger} AS challenger, {failing} AS failing"
+            " FROM series r JOIN summary m"
             " ON m.series = r.id ORDER BY r.stream, r.key"
         )
     ]

@@ -131,6 +131,10 @@ _MIGRATIONS: list[str] = [
     ALTER TABLE predictions ADD COLUMN flag INTEGER;
     ALTER TABLE summary ADD COLUMN challenger TEXT;
     """,
+    """
+    -- A model that raises on every reading: how many in a row and what (JSON), else NULL.
+    ALTER TABLE summary ADD COLUMN failing TEXT;
+    """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 

@@ -237,6 +237,13 @@ class Store:
         )
         return bool(list(rows))
 
+    async def parent_version(self, series: int, version: int) -> int | None:
+        """The version `version` came from (None for a first version)."""
+        rows = list(await self._db.execute_fetchall(
+            "SELECT parent FROM models WHERE series = ? AND version = ?", (series, version)
+        ))  # fmt: skip
+        return int(rows[0][0]) if rows and rows[0][0] else None
+
     async def version_blob(self, series: int, version: int) -> bytes | None:
         async with self._db.execute(
             "SELECT CAST(blob AS BLOB) FROM models WHERE series = ? AND version = ?",

@@ -31,7 +31,7 @@ _PLAIN = (
     (
         "summary",
         "INSERT OR REPLACE INTO summary(series, samples, last_seen, model_version, metrics,"
-        " drifts, updated, challenger) VALUES (?,?,?,?,?,?,?,?)",
+        " drifts, updated, challenger, failing) VALUES (?,?,?,?,?,?,?,?,?)",
     ),
 )
 # OR IGNORE: a replay from an older snapshot (a fallback) makes the same promotion again.
