@@ -346,3 +346,33 @@ async def test_a_model_that_raises_on_every_reading_gives_way_to_its_parent(
         " ON r.id = s.series WHERE r.key = 'dev1' ORDER BY seq DESC LIMIT 20",
     )
     assert len(preds) == 20 and all(y is not None for (y,) in preds)
+
+
+async def test_import_on_a_node_that_has_never_run(broker: Broker, tmp_path: Path) -> None:
+    """Provisioning: a model trained on one node is imported on a new one before its first
+    start; the daemon starts with it as the key's champion.
+    """
+    (tmp_path / "old").mkdir(), (tmp_path / "new").mkdir()
+    trained = write_config(tmp_path / "old", broker, TELEMETRY)
+    async with running(load_config(trained)):
+        await publish_all(broker, telemetry(300))
+        assert await settle(load_config(trained), 300) == 300
+    bundle = tmp_path / "dev0.edgeml"
+    r = runner.invoke(app, ["models", "export", "temp/dev0", "-o", str(bundle), "-c", str(trained)])
+    assert r.exit_code == 0, r.output
+    _, dev0 = bundle_model(bundle)
+
+    config = write_config(tmp_path / "new", broker, TELEMETRY)
+    cfg = load_config(config)
+    assert not cfg.db_path.exists()
+    args = ["models", "import", str(bundle), "--stream", "temp", "--key", "attic"]
+    r = runner.invoke(app, [*args, "-c", str(config)], prog_name="edgeml")
+    assert r.exit_code == 0, r.output + r.stderr
+    assert "applied when `edgeml run` next starts" in r.stdout
+    async with running(cfg) as daemon:
+        assert daemon.engine is not None
+        learner = daemon.engine.learners[("temp", "attic")]
+        assert learner.model_version == 2
+        assert [learner.model.predict_one(x) for x in PROBE] == [dev0.predict_one(x) for x in PROBE]
+    rows = {(r["key"], r["version"]): r["reason"] for r in versions(config)}
+    assert rows == {("attic", 1): "initial", ("attic", 2): "import"}

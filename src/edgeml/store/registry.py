@@ -17,6 +17,7 @@ from edgeml import __version__
 from edgeml.config import Config, StreamConfig
 from edgeml.errors import EdgemlError
 from edgeml.store.queries import connect_readonly, read_status
+from edgeml.store.schema import prepare
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -182,6 +183,14 @@ def import_problems(manifest: dict[str, Any], stream: StreamConfig) -> list[str]
 def send_command(
     db: Path, kind: str, stream: str, key: str, args: dict[str, Any], blob: bytes | None = None
 ) -> int:
+    """Queue a command for the daemon. An `import` on a node that has never run creates the
+    state file, so a new device can be given a model trained elsewhere before it starts.
+    """
+    if kind == "import" and not db.exists():
+        try:
+            prepare(db)
+        except (OSError, sqlite3.Error) as exc:
+            raise RegistryError(f"{db}: cannot create the state file: {exc}") from exc
     if not db.exists():
         raise RegistryError(f"{db}: no database yet (has `edgeml run` started with this config?)")
     with sqlite3.connect(db, timeout=10) as conn:
