@@ -68,7 +68,8 @@ async def full_then_freed(
     filler = await asyncio.to_thread(fill, disk_dir)
     await wait_for(lambda: read_status(cfg.db_path)["daemon"]["disk"]["state"] == "full", 30)
     stored_while_full = sample_count(cfg)
-    await asyncio.sleep(11)  # longer than a heartbeat may be stale
+    # The daemon retries while it waits (the heartbeat cannot be written meanwhile).
+    await wait_for(lambda: read_status(cfg.db_path)["daemon"]["disk"]["retries"] >= 1, 30)
     text, doc = await asyncio.to_thread(cli_status, config)
     disk = doc["daemon"]["disk"]
     assert doc["daemon"]["running"] is True
