@@ -48,12 +48,15 @@ sketches: 2,000 + 128 + 1,152 + 500 = 3,780 doubles, 30.2 KB per feature at the 
 
 from __future__ import annotations
 
+import copy
 import math
 from array import array
 from typing import Any, NamedTuple
 
 from river import anomaly, base
 
+from edgeml.learn.levels import Component as _Component  # (old snapshots name it here)
+from edgeml.learn.levels import Persistence
 from edgeml.learn.sketches import RollingMedian, TailThreshold
 
 __all__ = ["ABSORB_BOUND", "CalibratedHalfSpace", "Judgement", "RobustZ"]
@@ -74,59 +77,6 @@ class Judgement(NamedTuple):
     field: str | None
 
 
-class _Component:
-    """A robust z against the median and MAD of a window of recent values, with its own
-    calibrated threshold, and the short window that notices when the level has moved."""
-
-    __slots__ = ("_m", "_prior", "_scale", "long", "recent", "threshold")
-
-    def __init__(self, window: int, short: int, threshold: TailThreshold) -> None:
-        self.long = RollingMedian(window)
-        self.recent = RollingMedian(short)
-        self.threshold = threshold
-        self._m = 0.0
-        self._scale = 0.0  # of the last z(); 0: none computed, no shift check
-        self._prior = 0.0  # the scale before the last re-seed
-
-    def z(self, v: float, floor: float) -> float:
-        """|v - median| / robust sd; 0 until the window holds short // 2 values."""
-        long = self.long
-        if len(long) < self.recent.size // 2:
-            self._scale = 0.0
-            return 0.0
-        m = long.median()
-        if len(long) < 2 * self.recent.size:
-            floor = max(floor, self._prior)
-        self._m, self._scale = m, long.scale(m, floor)
-        return abs(v - m) / self._scale
-
-    def learn(self, v: float) -> bool:
-        """Learn v after z(v); True when the level moved and the long window was re-seeded
-        with the last short // 2 values (see ABSORB_BOUND)."""
-        long, recent = self.long, self.recent
-        long.add(v)
-        recent.add(v)
-        if len(recent) < recent.size or self._scale <= 0:
-            return False
-        if abs(recent.median() - self._m) <= self.threshold.get() * self._scale:
-            return False
-        # A new level, or one the long window knows (a two-level series, a compressor
-        # switching on)? New when hardly any older value lies in the middle half of the
-        # values the window would be re-seeded with.
-        seed = recent.recent(recent.size // 2)
-        middle = sorted(seed)[len(seed) // 4 : len(seed) - len(seed) // 4]
-        if long.count_between(middle[0], middle[-1]) > recent.size:
-            return False
-        long.reseed(seed)
-        # Until the window holds 2 x short values again, its scale is at least the old one:
-        # a MAD of 16 readings is often far too small.
-        self._prior = self._scale
-        return True
-
-    def nbytes(self) -> int:
-        return self.long.nbytes() + self.recent.nbytes() + self.threshold.nbytes()
-
-
 DAY_S = 86_400.0
 SLOT_S = 300.0  # the seasonal memory holds a value per 5 minutes of the day
 _SLOTS = int(DAY_S / SLOT_S)
@@ -138,19 +88,30 @@ class _Feature:
     """One feature: its value against the recent past and, when readings carry timestamps,
     against the same time a day earlier."""
 
-    __slots__ = ("_d", "_season_z", "_severity", "_value_z", "cur_ts", "cur_v", "prev_ts",
-                 "prev_v", "season", "value")  # fmt: skip
+    __slots__ = ("_d", "_persist_z", "_season_z", "_severity", "_value_z", "cur_ts", "cur_v",
+                 "persist", "prev_ts", "prev_v", "season", "value")  # fmt: skip
 
     def __init__(self, window: int, short: int, cal: tuple[int, int, float, float, float]):
         self.value = _Component(window, short, TailThreshold(*cal))
         self.season = _Component(window, short, TailThreshold(*cal))
+        self.persist = Persistence(TailThreshold(*cal))
         # Per 5-minute slot of the day: the latest value (cur) and the one of the day before.
         self.cur_v = array("d", bytes(8 * _SLOTS))
         self.cur_ts = array("d", [-math.inf]) * _SLOTS
         self.prev_v = array("d", bytes(8 * _SLOTS))
         self.prev_ts = array("d", [-math.inf]) * _SLOTS
         self._d: float | None = None
-        self._value_z = self._season_z = self._severity = 0.0
+        self._value_z = self._season_z = self._persist_z = self._severity = 0.0
+
+    def __setstate__(self, state: tuple[None, dict[str, object]]) -> None:
+        """A feature pickled before the persistence z (edgeml 0.1.0 up to 7973cf3) gets one,
+        starting from a copy of its value's threshold (a persistence z is at most about the
+        value's z, so no lower bar than today's) and from its next two readings."""
+        for name, v in state[1].items():
+            setattr(self, name, v)
+        if not hasattr(self, "persist"):
+            self.persist = Persistence(copy.deepcopy(self.value.threshold))
+            self._persist_z = 0.0
 
     def judge(self, v: float, ts: float | None) -> tuple[float, float]:
         """(severity relative to the thresholds, the robust z behind it)."""
@@ -170,6 +131,8 @@ class _Feature:
                 self._d = d = (v - self.value.long.median()) - was
                 self._season_z = self.season.z(d, floor)
         severities = [(self._value_z / self.value.threshold.get(), self._value_z)]
+        self._persist_z = pz = self.persist.z(v, self.value, floor)
+        severities.append((pz / self.persist.threshold.get(), pz))
         if 0 < self.season._scale < _SEASONAL * self.value._scale:
             # Yesterday is used when it predicts better than the recent median: on a daily
             # pattern, not on noise or on a compressor's cycle, whose phase wanders.
@@ -182,10 +145,13 @@ class _Feature:
         """Learn v right after judge(v)."""
         if calibrate:
             self.value.threshold.add(self._value_z)
+            self.persist.threshold.add(self._persist_z)
             if self._d is not None:
                 self.season.threshold.add(self._season_z)
         deviation = v - self.value.long.median()  # as judge() saw it
+        floor = max(_REL_FLOOR * abs(self.value._m), _ABS_FLOOR)
         self.value.learn(v)
+        self.persist.learn(v, self.value, floor)
         if self._d is not None:
             self.season.learn(self._d)
         if ts is not None and self._severity <= 1.0:
@@ -198,7 +164,7 @@ class _Feature:
 
     def nbytes(self) -> int:
         seasonal = 8 * 4 * _SLOTS
-        return self.value.nbytes() + self.season.nbytes() + seasonal
+        return self.value.nbytes() + self.season.nbytes() + self.persist.nbytes() + seasonal
 
 
 class _Calibrated(base.AnomalyDetector):
@@ -268,7 +234,7 @@ class RobustZ(_Calibrated):
 
     def __init__(
         self,
-        window: int = 500,
+        window: int = 576,
         short: int = 32,
         calibration: int = 5000,
         quantile: float = 0.995,
