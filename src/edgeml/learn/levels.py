@@ -31,6 +31,7 @@ LEVEL_WINDOW = 128  # medians of 3 per level
 LEVEL_SHORT = 8  # the short window of a level's Component
 LEVEL_ABSORB = LEVEL_SHORT // 2 + 1  # a level's shift is absorbed after this many readings
 REFIT = 32  # readings between two splits of the value window into levels
+FIRST_FIT = 4 * REFIT  # the first split, once the value window holds 100 values or more
 SEPARATION = 10.0  # class medians this many spreads apart are two levels
 _IQR_SD = 1.349  # interquartile range -> standard deviation for normal data
 
@@ -125,10 +126,11 @@ class Persistence:
         self._n = 0
 
     def z(self, v: float, value: Component, floor: float) -> float:
-        """After value.z(v): the persistence z of v; 0 until value has a scale."""
+        """After value.z(v): the persistence z of v; 0 until the first split into levels (a
+        two-level series judged as one would calibrate the threshold on nonsense)."""
         self._m = self._at = None
         last = self._last
-        if len(last) < 2 or value._scale <= 0:
+        if self._n < FIRST_FIT or value._scale <= 0:
             return 0.0
         a, b = last
         m = self._m = max(min(a, b), min(max(a, b), v))
