@@ -20,14 +20,19 @@ learned. A spike cannot squeeze normal readings into a corner (median and MAD ig
 outliers) nor raise a threshold (fewer than 0.5 % of the readings cannot move its quantile);
 a pattern that recurs more often than that does raise it.
 
-`RobustZ`, per feature, two robust z-scores, each over its own threshold:
-- of the value: against the median and MAD of the last `window` values;
+`RobustZ`, per feature, three robust z-scores, each over its own threshold:
+- of the value: against the median and MAD of the last `window` values (576: two days of
+  5-minute readings, so that the scale sees a daily cycle twice);
+- of persistence: of the median of the last 3 readings, against the same median and MAD or,
+  when the series has two levels (a compressor on and off), against the level at hand
+  (edgeml.learn.levels). A single spike cannot move it, so its threshold stays low on a spiky
+  series and it sees a moderate change that lasts, and a new level of a two-level series;
 - seasonal (when readings carry timestamps): of the reading's deviation from that median,
   against its deviation in the same 5-minute slot of the day a day earlier (median and MAD of
   the last `window` such differences). It sees what a plain z cannot (a daily peak missing or
   at the wrong time), and is used only while it predicts better than the recent median (its
   scale is smaller), so noise and a compressor's wandering cycle are left to the plain z.
-The reading's severity is the largest over features and both kinds. (A z of the step from the
+The reading's severity is the largest over features and kinds. (A z of the step from the
 previous reading, as in the issue's prototype, was measured and dropped: on the NAB files and
 the fridge suite it added false alerts and caught no window more.)
 
@@ -40,10 +45,12 @@ its first reading and absorbed at most ABSORB_BOUND = 17 readings later (pinned 
 
 Memory is fixed per key, float arrays only (edgeml.learn.sketches): per feature 2 x `window`
 doubles for each of the value and seasonal windows (a ring and a sorted copy), 2 x `short` for
-each short window, 4 x 288 for the seasonal memory and 2 x 10 x 25 for the two thresholds'
-sketches: 2,000 + 128 + 1,152 + 500 = 3,780 doubles, 30.2 KB per feature at the defaults
-(`RobustZ.state_bytes()`). Measured with tracemalloc, a one-feature detector takes about 35 KB
-(1,000 such keys: 35 MB of the service's 384 MB MemoryMax); pickled, about 32 KB.
+each short window, 4 x 288 for the seasonal memory, 10 x 25 for each of the three thresholds'
+sketches, 2 x (128 + 8) for each of two levels and the last 2 readings: 2,304 + 128 + 1,152 +
+750 + 544 + 2 = 4,880 doubles, 39,040 bytes per feature at the defaults
+(`RobustZ.state_bytes()`, pinned by a test). Measured with tracemalloc, a one-feature detector
+after a week of a compressor's readings (levels in use) takes about 51 KB (1,000 such keys:
+51 MB of the service's 384 MB MemoryMax); pickled, about 41 KB.
 """
 
 from __future__ import annotations
@@ -209,8 +216,9 @@ class _Calibrated(base.AnomalyDetector):
 
 
 class RobustZ(_Calibrated):
-    """Robust z of each feature's value, step and (with timestamps) difference from the same
-    time a day earlier; flags above self-calibrated thresholds.
+    """Robust z of each feature's value, of the median of its last 3 readings (against its
+    level, on a two-level series) and (with timestamps) of its difference from the same time a
+    day earlier; flags above self-calibrated thresholds.
 
     Parameters
     ----------
