@@ -20,6 +20,7 @@ from pathlib import Path
 
 from common import print_run, progress, utc_now
 
+from edgeml import logs
 from edgeml.cli.demo import run_demo
 
 
@@ -27,6 +28,7 @@ def main(argv: Iterable[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     ap.add_argument("--seeds", type=int, nargs="*", default=[1, 2, 3, 4, 5])
     args = ap.parse_args(list(argv) if argv is not None else None)
+    logs.configure("warning", "console")  # as `edgeml demo` does
     started = utc_now()
     rows = []
     for seed in args.seeds:
