@@ -184,7 +184,7 @@ def test_a_new_level_of_a_two_level_series_is_flagged_and_absorbed() -> None:
     d = RobustZ()
     out = run(d, one(values))
     assert d._features["v"].persist.levels is not None
-    assert sum(j.flag for j in out[200:3000]) <= 1
+    assert sum(j.flag for j in out[200:3000]) <= 0.001 * 2800  # switching is normal
     new = [i for i in range(3000, 3600) if 140 < values[i] < 175]  # readings at the new level
     flagged = [new.index(i) for i in range(3000, 3600) if out[i].flag]
     assert flagged[0] == 0  # from its first reading

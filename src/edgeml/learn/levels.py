@@ -112,7 +112,8 @@ def two_levels(s: array[float], floor: float) -> float | None:
 
 class Persistence:
     """The robust z of the median of the last 3 readings, against the value window's median
-    and scale or, on a series of two levels, against the level that median is at."""
+    and scale or, on a series of two levels, against the level that median is at; no more
+    than the reading's own z against the same (a change that lasts up to this reading)."""
 
     __slots__ = ("_at", "_last", "_m", "_n", "levels", "split", "threshold")
 
@@ -134,10 +135,14 @@ class Persistence:
             return 0.0
         a, b = last
         m = self._m = max(min(a, b), min(max(a, b), v))
-        if self.levels is None:
-            return abs(m - value._m) / value._scale
-        at = self._at = self.levels[m >= self.split]
-        return at.z(m, floor)
+        base: Component = value
+        if self.levels is not None:
+            base = self._at = self.levels[m >= self.split]
+            if base.z(m, floor) == 0.0:
+                return 0.0
+        # The change must last up to this reading: the reading after a burst of spikes is
+        # normal, though the median of 3 still holds one of them.
+        return min(abs(m - base._m), abs(v - base._m)) / base._scale
 
     def learn(self, v: float, value: Component, floor: float) -> None:
         """After value.learn(v)."""
