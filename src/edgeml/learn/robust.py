@@ -92,8 +92,8 @@ _FRESH = DAY_S - 4 * 3600  # a slot's value at least this old is of an earlier d
 
 
 class _Feature:
-    """One feature: its value against the recent past and, when readings carry timestamps,
-    against the same time a day earlier."""
+    """One feature: its value and the median of its last 3 readings against the recent past
+    and, when readings carry timestamps, its value against the same time a day earlier."""
 
     __slots__ = ("_d", "_persist_z", "_season_z", "_severity", "_value_z", "cur_ts", "cur_v",
                  "persist", "prev_ts", "prev_v", "season", "value")  # fmt: skip
@@ -112,8 +112,9 @@ class _Feature:
 
     def __setstate__(self, state: tuple[None, dict[str, object]]) -> None:
         """A feature pickled before the persistence z (edgeml 0.1.0 up to 7973cf3) gets one,
-        starting from a copy of its value's threshold (a persistence z is at most about the
-        value's z, so no lower bar than today's) and from its next two readings."""
+        its threshold starting from a copy of the value's (a persistence z on one level is
+        never above the value's z, so no lower bar than the one it had); it judges from its
+        first split into levels on (levels.FIRST_FIT readings after the load)."""
         for name, v in state[1].items():
             setattr(self, name, v)
         if not hasattr(self, "persist"):
