@@ -9,12 +9,15 @@ import math
 import pickle
 import random
 import statistics
+from array import array
+from pathlib import Path
 
 import pytest
 from river import anomaly, compose, preprocessing
 
 from edgeml.config import AnomalyConfig, RetrainConfig, StreamConfig
 from edgeml.learn import Learner, offline, snapshot
+from edgeml.learn.levels import LEVEL_ABSORB, two_levels
 from edgeml.learn.robust import ABSORB_BOUND, CalibratedHalfSpace, Judgement, RobustZ
 from edgeml.learn.sketches import RollingMedian, TailThreshold
 from edgeml.records import Sample
@@ -125,8 +128,98 @@ def test_calibration_is_bounded_and_forgets() -> None:
     assert high > 10
     # back to 1.5 x the 0.995 quantile of a normal |z| (2.8): about 4.2
     assert 4.0 <= threshold.get() < 5.0
-    # fixed size: windows, short windows, seasonal memory, sketches (in doubles)
-    assert d.state_bytes() <= 8 * (2 * 500 + 2 * 32 + 4 * 288 + 2 * 32 + 2 * 500 + 2 * 250)
+    assert d.state_bytes() <= STATE_BYTES
+
+
+# The stated per-feature bound (robust.py), in doubles: value and seasonal windows (a ring and a
+# sorted copy each), their short windows, the seasonal memory, three thresholds' sketches, two
+# levels' windows and short windows, the last two readings.
+STATE_BYTES = 8 * (2 * 2 * 576 + 2 * 2 * 32 + 4 * 288 + 3 * 10 * 25 + 2 * 2 * (128 + 8) + 2)
+assert STATE_BYTES == 39_040
+
+
+def test_memory_per_feature_is_bounded_as_stated() -> None:
+    rng = random.Random(14)
+    d = RobustZ()
+    run(d, one([(120 if (i // 30) % 2 else 2) + rng.gauss(0, 1) for i in range(20_000)]))
+    assert d._features["v"].persist.levels is not None  # every part is in use
+    assert 0.9 * STATE_BYTES < d.state_bytes() <= STATE_BYTES
+
+
+def test_a_lasting_change_is_flagged_where_no_single_reading_of_it_would_be() -> None:
+    # A spike of 15 sd every 100 readings (1 %) raises the value's threshold above 20 sd; a
+    # lasting change of 8 sd is then flagged by the persistence z (the median of the last 3
+    # readings), whose threshold the single spikes do not touch.
+    rng = random.Random(3)
+    values = [rng.gauss(100, 2) + (30 if i % 100 == 50 else 0) for i in range(3000)]
+    values += [rng.gauss(116, 2) for _ in range(10)]
+    d = RobustZ(seasonal=False)
+    out = run(d, one(values))
+    feature = d._features["v"]
+    assert feature.value.threshold.get() > 20 and feature.persist.threshold.get() < 5
+    assert sum(j.flag for j in out[500:3000]) <= 2  # spikes of its normal are not flagged
+    assert all(j.flag for j in out[3002:3010])
+
+
+def cycle(n: int, on: float, shift_at: int, rng: random.Random) -> list[float]:
+    """A compressor, a reading a minute: on 20-30 min (a 180-220 W first minute, then `on` W
+    until shift_at, `on` + 40 W after), off 30-45 min at 2 W."""
+    values: list[float] = []
+    running = True
+    while len(values) < n:
+        running = not running
+        for k in range(rng.randint(20, 30) if running else rng.randint(30, 45)):
+            level = on + (40 if len(values) >= shift_at else 0)
+            if not running:
+                values.append(2 + rng.gauss(0, 0.3))
+            else:
+                values.append(rng.uniform(180, 220) if k == 0 else level + rng.gauss(0, 3))
+    return values[:n]
+
+
+def test_a_new_level_of_a_two_level_series_is_flagged_and_absorbed() -> None:
+    # Off at 2 W, on at 120 W, then on at 160 W: the plain z's scale spans both levels, so
+    # only the z against the level at hand sees the new one (the fridge suite's cycle series).
+    values = cycle(3600, 120.0, 3000, random.Random(4))
+    d = RobustZ()
+    out = run(d, one(values))
+    assert d._features["v"].persist.levels is not None
+    assert sum(j.flag for j in out[200:3000]) <= 0.001 * 2800  # switching is normal
+    new = [i for i in range(3000, 3600) if 140 < values[i] < 175]  # readings at the new level
+    flagged = [new.index(i) for i in range(3000, 3600) if out[i].flag]
+    assert flagged[0] == 0  # from its first reading
+    assert max(flagged) < LEVEL_ABSORB  # and absorbed
+
+
+def test_two_levels_only_when_the_classes_stand_apart() -> None:
+    rng = random.Random(15)
+    normal = array("d", sorted(rng.gauss(0, 1) for _ in range(500)))
+    skewed = array("d", sorted(rng.expovariate(1) for _ in range(500)))
+    two = array("d", sorted(rng.gauss(0 if i % 3 else 50, 1) for i in range(500)))
+    assert two_levels(normal, 1e-9) is None and two_levels(skewed, 1e-9) is None
+    split = two_levels(two, 1e-9)
+    assert split is not None and 5 < split < 45
+    assert two_levels(two[:99], 1e-9) is None  # too few values to say
+
+
+def test_a_robust_snapshot_from_before_the_persistence_z_loads() -> None:
+    # tests/fixtures/robust-0.1.0-7973cf3.pickle: RobustZ() of edgeml at 7973cf3 after 700
+    # readings {"v": gauss(100, 2)} (seed 5) a minute apart from T0, pickled.
+    path = Path(__file__).parents[1] / "fixtures" / "robust-0.1.0-7973cf3.pickle"
+    d = pickle.loads(path.read_bytes())
+    feature = d._features["v"]
+    assert feature.persist.threshold.get() == feature.value.threshold.get()
+    assert d.window == 500  # its own parameters, not today's defaults
+    rng = random.Random(16)
+    values = [rng.gauss(100, 2) for _ in range(300)] + [rng.gauss(130, 2) for _ in range(5)]
+    out = []
+    for i, v in enumerate(values):
+        ts = T0 + 60 * (700 + i)
+        out.append(d.judge_one({"v": v}, ts))
+        d.learn_one({"v": v}, ts)
+    assert not any(j.flag for j in out[:300]) and all(j.flag for j in out[300:])
+    again = pickle.loads(pickle.dumps(d))
+    assert again.judge_one({"v": 100.0}) == d.judge_one({"v": 100.0})
 
 
 def test_score_and_flag_agree_with_the_severity() -> None:

@@ -20,14 +20,19 @@ learned. A spike cannot squeeze normal readings into a corner (median and MAD ig
 outliers) nor raise a threshold (fewer than 0.5 % of the readings cannot move its quantile);
 a pattern that recurs more often than that does raise it.
 
-`RobustZ`, per feature, two robust z-scores, each over its own threshold:
-- of the value: against the median and MAD of the last `window` values;
+`RobustZ`, per feature, three robust z-scores, each over its own threshold:
+- of the value: against the median and MAD of the last `window` values (576: two days of
+  5-minute readings, so that the scale sees a daily cycle twice);
+- of persistence: of the median of the last 3 readings, against the same median and MAD or,
+  when the series has two levels (a compressor on and off), against the level at hand
+  (edgeml.learn.levels). A single spike cannot move it, so its threshold stays low on a spiky
+  series and it sees a moderate change that lasts, and a new level of a two-level series;
 - seasonal (when readings carry timestamps): of the reading's deviation from that median,
   against its deviation in the same 5-minute slot of the day a day earlier (median and MAD of
   the last `window` such differences). It sees what a plain z cannot (a daily peak missing or
   at the wrong time), and is used only while it predicts better than the recent median (its
   scale is smaller), so noise and a compressor's wandering cycle are left to the plain z.
-The reading's severity is the largest over features and both kinds. (A z of the step from the
+The reading's severity is the largest over features and kinds. (A z of the step from the
 previous reading, as in the issue's prototype, was measured and dropped: on the NAB files and
 the fridge suite it added false alerts and caught no window more.)
 
@@ -40,20 +45,25 @@ its first reading and absorbed at most ABSORB_BOUND = 17 readings later (pinned 
 
 Memory is fixed per key, float arrays only (edgeml.learn.sketches): per feature 2 x `window`
 doubles for each of the value and seasonal windows (a ring and a sorted copy), 2 x `short` for
-each short window, 4 x 288 for the seasonal memory and 2 x 10 x 25 for the two thresholds'
-sketches: 2,000 + 128 + 1,152 + 500 = 3,780 doubles, 30.2 KB per feature at the defaults
-(`RobustZ.state_bytes()`). Measured with tracemalloc, a one-feature detector takes about 35 KB
-(1,000 such keys: 35 MB of the service's 384 MB MemoryMax); pickled, about 32 KB.
+each short window, 4 x 288 for the seasonal memory, 10 x 25 for each of the three thresholds'
+sketches, 2 x (128 + 8) for each of two levels and the last 2 readings: 2,304 + 128 + 1,152 +
+750 + 544 + 2 = 4,880 doubles, 39,040 bytes per feature at the defaults
+(`RobustZ.state_bytes()`, pinned by a test). Measured with tracemalloc, a one-feature detector
+after a week of a compressor's readings (levels in use) takes about 51 KB (1,000 such keys:
+51 MB of the service's 384 MB MemoryMax); pickled, about 41 KB.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from array import array
 from typing import Any, NamedTuple
 
 from river import anomaly, base
 
+from edgeml.learn.levels import Component as _Component  # (old snapshots name it here)
+from edgeml.learn.levels import Persistence
 from edgeml.learn.sketches import RollingMedian, TailThreshold
 
 __all__ = ["ABSORB_BOUND", "CalibratedHalfSpace", "Judgement", "RobustZ"]
@@ -74,59 +84,6 @@ class Judgement(NamedTuple):
     field: str | None
 
 
-class _Component:
-    """A robust z against the median and MAD of a window of recent values, with its own
-    calibrated threshold, and the short window that notices when the level has moved."""
-
-    __slots__ = ("_m", "_prior", "_scale", "long", "recent", "threshold")
-
-    def __init__(self, window: int, short: int, threshold: TailThreshold) -> None:
-        self.long = RollingMedian(window)
-        self.recent = RollingMedian(short)
-        self.threshold = threshold
-        self._m = 0.0
-        self._scale = 0.0  # of the last z(); 0: none computed, no shift check
-        self._prior = 0.0  # the scale before the last re-seed
-
-    def z(self, v: float, floor: float) -> float:
-        """|v - median| / robust sd; 0 until the window holds short // 2 values."""
-        long = self.long
-        if len(long) < self.recent.size // 2:
-            self._scale = 0.0
-            return 0.0
-        m = long.median()
-        if len(long) < 2 * self.recent.size:
-            floor = max(floor, self._prior)
-        self._m, self._scale = m, long.scale(m, floor)
-        return abs(v - m) / self._scale
-
-    def learn(self, v: float) -> bool:
-        """Learn v after z(v); True when the level moved and the long window was re-seeded
-        with the last short // 2 values (see ABSORB_BOUND)."""
-        long, recent = self.long, self.recent
-        long.add(v)
-        recent.add(v)
-        if len(recent) < recent.size or self._scale <= 0:
-            return False
-        if abs(recent.median() - self._m) <= self.threshold.get() * self._scale:
-            return False
-        # A new level, or one the long window knows (a two-level series, a compressor
-        # switching on)? New when hardly any older value lies in the middle half of the
-        # values the window would be re-seeded with.
-        seed = recent.recent(recent.size // 2)
-        middle = sorted(seed)[len(seed) // 4 : len(seed) - len(seed) // 4]
-        if long.count_between(middle[0], middle[-1]) > recent.size:
-            return False
-        long.reseed(seed)
-        # Until the window holds 2 x short values again, its scale is at least the old one:
-        # a MAD of 16 readings is often far too small.
-        self._prior = self._scale
-        return True
-
-    def nbytes(self) -> int:
-        return self.long.nbytes() + self.recent.nbytes() + self.threshold.nbytes()
-
-
 DAY_S = 86_400.0
 SLOT_S = 300.0  # the seasonal memory holds a value per 5 minutes of the day
 _SLOTS = int(DAY_S / SLOT_S)
@@ -135,22 +92,34 @@ _FRESH = DAY_S - 4 * 3600  # a slot's value at least this old is of an earlier d
 
 
 class _Feature:
-    """One feature: its value against the recent past and, when readings carry timestamps,
-    against the same time a day earlier."""
+    """One feature: its value and the median of its last 3 readings against the recent past
+    and, when readings carry timestamps, its value against the same time a day earlier."""
 
-    __slots__ = ("_d", "_season_z", "_severity", "_value_z", "cur_ts", "cur_v", "prev_ts",
-                 "prev_v", "season", "value")  # fmt: skip
+    __slots__ = ("_d", "_persist_z", "_season_z", "_severity", "_value_z", "cur_ts", "cur_v",
+                 "persist", "prev_ts", "prev_v", "season", "value")  # fmt: skip
 
     def __init__(self, window: int, short: int, cal: tuple[int, int, float, float, float]):
         self.value = _Component(window, short, TailThreshold(*cal))
         self.season = _Component(window, short, TailThreshold(*cal))
+        self.persist = Persistence(TailThreshold(*cal))
         # Per 5-minute slot of the day: the latest value (cur) and the one of the day before.
         self.cur_v = array("d", bytes(8 * _SLOTS))
         self.cur_ts = array("d", [-math.inf]) * _SLOTS
         self.prev_v = array("d", bytes(8 * _SLOTS))
         self.prev_ts = array("d", [-math.inf]) * _SLOTS
         self._d: float | None = None
-        self._value_z = self._season_z = self._severity = 0.0
+        self._value_z = self._season_z = self._persist_z = self._severity = 0.0
+
+    def __setstate__(self, state: tuple[None, dict[str, object]]) -> None:
+        """A feature pickled before the persistence z (edgeml 0.1.0 up to 7973cf3) gets one,
+        its threshold starting from a copy of the value's (a persistence z on one level is
+        never above the value's z, so no lower bar than the one it had); it judges from its
+        first split into levels on (levels.FIRST_FIT readings after the load)."""
+        for name, v in state[1].items():
+            setattr(self, name, v)
+        if not hasattr(self, "persist"):
+            self.persist = Persistence(copy.deepcopy(self.value.threshold))
+            self._persist_z = 0.0
 
     def judge(self, v: float, ts: float | None) -> tuple[float, float]:
         """(severity relative to the thresholds, the robust z behind it)."""
@@ -170,6 +139,8 @@ class _Feature:
                 self._d = d = (v - self.value.long.median()) - was
                 self._season_z = self.season.z(d, floor)
         severities = [(self._value_z / self.value.threshold.get(), self._value_z)]
+        self._persist_z = pz = self.persist.z(v, self.value, floor)
+        severities.append((pz / self.persist.threshold.get(), pz))
         if 0 < self.season._scale < _SEASONAL * self.value._scale:
             # Yesterday is used when it predicts better than the recent median: on a daily
             # pattern, not on noise or on a compressor's cycle, whose phase wanders.
@@ -182,10 +153,13 @@ class _Feature:
         """Learn v right after judge(v)."""
         if calibrate:
             self.value.threshold.add(self._value_z)
+            self.persist.threshold.add(self._persist_z)
             if self._d is not None:
                 self.season.threshold.add(self._season_z)
         deviation = v - self.value.long.median()  # as judge() saw it
+        floor = max(_REL_FLOOR * abs(self.value._m), _ABS_FLOOR)
         self.value.learn(v)
+        self.persist.learn(v, self.value, floor)
         if self._d is not None:
             self.season.learn(self._d)
         if ts is not None and self._severity <= 1.0:
@@ -198,7 +172,7 @@ class _Feature:
 
     def nbytes(self) -> int:
         seasonal = 8 * 4 * _SLOTS
-        return self.value.nbytes() + self.season.nbytes() + seasonal
+        return self.value.nbytes() + self.season.nbytes() + self.persist.nbytes() + seasonal
 
 
 class _Calibrated(base.AnomalyDetector):
@@ -243,8 +217,9 @@ class _Calibrated(base.AnomalyDetector):
 
 
 class RobustZ(_Calibrated):
-    """Robust z of each feature's value, step and (with timestamps) difference from the same
-    time a day earlier; flags above self-calibrated thresholds.
+    """Robust z of each feature's value, of the median of its last 3 readings (against its
+    level, on a two-level series) and (with timestamps) of its difference from the same time a
+    day earlier; flags above self-calibrated thresholds.
 
     Parameters
     ----------
@@ -268,7 +243,7 @@ class RobustZ(_Calibrated):
 
     def __init__(
         self,
-        window: int = 500,
+        window: int = 576,
         short: int = 32,
         calibration: int = 5000,
         quantile: float = 0.995,
