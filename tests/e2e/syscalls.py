@@ -96,6 +96,7 @@ class PowerCut:
     disk: dict[str, bytes] = field(default_factory=dict)
     acked: list[int] = field(default_factory=list)  # packet ids, in order
     early_acks: int = 0  # PUBACKs sent while a WAL write was not yet synced
+    ack_writes: int = 0  # socket writes that carried PUBACKs
     wal_fsyncs: int = 0
     cuts: list[tuple[list[int], dict[str, bytes]]] = field(default_factory=list)
     _dirty: set[str] = field(default_factory=set)
@@ -107,6 +108,7 @@ class PowerCut:
                 if c[1] in ("fsync", "fdatasync") and c[0] in self._syncing:
                     self._synced(self._syncing.pop(c[0]))
             elif ids := pubacks(c):
+                self.ack_writes += 1
                 for mid in ids:
                     if any(p.endswith("-wal") for p in self._dirty):
                         self.early_acks += 1
