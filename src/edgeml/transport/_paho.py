@@ -31,7 +31,7 @@ from paho.mqtt.exception import MalformedPacket
 
 from edgeml.transport._wire import PUBLISH, Publish, decode_publish, split
 
-__all__ = ["Outbox", "Reader", "Receiver", "ack", "drop", "enable_manual_ack", "publish_nowait"]
+__all__ = ["Outbox", "Reader", "Receiver", "ack", "drop", "publish_nowait"]
 
 log = structlog.get_logger("edgeml.ingest")
 
@@ -44,11 +44,6 @@ Receiver = Callable[[Publish, Any], None]
 
 def _paho(client: aiomqtt.Client) -> Any:
     return client._client
-
-
-def enable_manual_ack(client: aiomqtt.Client) -> None:
-    """From now on the client sends PUBACK only when `ack` is called."""
-    _paho(client).manual_ack_set(True)
 
 
 def ack(client: aiomqtt.Client, mid: int, qos: int) -> None:
