@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from throughput_probes import Latency
 
 
 def one_round(work: Path, rnd: int, sources: dict[str, str | None], args: Any) -> dict[str, Any]:
+    (work / f"broker-{rnd}").mkdir()
     broker = Broker(work / f"broker-{rnd}")
     broker.start()
     monitor = StatusMonitor(broker.port, f"ab-monitor-{rnd}")
@@ -60,6 +62,7 @@ def one_round(work: Path, rnd: int, sources: dict[str, str | None], args: Any) -
             watchers[who] = Latency(broker.port, node)
         messages = make_messages(args.n, 10, rnd, "bench")
         publisher(broker.port, messages, client_id=f"ab-pub-{rnd}", qos=1, rate=args.rate)
+        time.sleep(2)  # the last predictions
         return {who: w.stop() for who, w in watchers.items()}
     finally:
         for proc in procs.values():
