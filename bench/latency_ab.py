@@ -14,6 +14,8 @@ its k-th prediction (throughput_probes.Latency).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import signal
 import subprocess
@@ -61,7 +63,8 @@ def one_round(work: Path, rnd: int, sources: dict[str, str | None], args: Any) -
             monitor.wait(node, b"online", procs[who], 60)
             watchers[who] = Latency(broker.port, node)
         messages = make_messages(args.n, 10, rnd, "bench")
-        publisher(broker.port, messages, client_id=f"ab-pub-{rnd}", qos=1, rate=args.rate)
+        with contextlib.redirect_stdout(io.StringIO()):  # its JSON line is for a parent
+            publisher(broker.port, messages, client_id=f"ab-pub-{rnd}", qos=1, rate=args.rate)
         time.sleep(2)  # the last predictions
         return {who: w.stop() for who, w in watchers.items()}
     finally:
