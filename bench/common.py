@@ -196,9 +196,12 @@ def edgeml_config(
     log_level: str = "warning",
     publish: str = "all",
     store: str = "",
+    model: str = "linear",
 ) -> Path:
     """workdir/config.toml: one regression stream over `topic`, key = topic level 1, features
-    a, b, c, target y; `store` is a `[store]` section (with its blank line) or nothing."""
+    a, b, c, target y; `store` is a `[store]` section (with its blank line) or nothing.
+    `model`: the preset; `halfspace` makes it an anomaly stream over a, b, c (no target)."""
+    task = 'task = "anomaly"' if model == "halfspace" else 'task = "regression"\ntarget = "y"'
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "config.toml"
     path.write_text(
@@ -218,9 +221,9 @@ format = "json"
 name = "{stream}"
 topic = "{topic}"
 key = "topic:1"
-task = "regression"
+{task}
+model = "{model}"
 features = ["a", "b", "c"]
-target = "y"
 publish = "{publish}"
 """
     )

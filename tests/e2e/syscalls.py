@@ -66,13 +66,23 @@ def calls(log: Path) -> Iterator[Call | tuple[int, str]]:
             yield call
 
 
-def is_puback(c: Call) -> bool:
-    return (
-        c.name in ("sendto", "write")
-        and c.path.startswith("TCP:")
-        and len(c.data) == 4
-        and c.data[0] == PUBACK
-    )
+def pubacks(c: Call) -> list[int]:
+    """The packet ids of the PUBACKs a socket write sends (one write may carry many, and
+    predictions among them); a write holds whole packets.
+    """
+    if c.name not in ("sendto", "write") or not c.path.startswith("TCP:"):
+        return []
+    ids, pos, data = [], 0, c.data
+    while pos + 1 < len(data):
+        length, shift, i = 0, 0, pos + 1
+        while i < len(data) - 1 and data[i] & 128:
+            length |= (data[i] & 127) << shift
+            shift, i = shift + 7, i + 1
+        length |= (data[i] & 127) << shift
+        if data[pos] == PUBACK and length == 2:
+            ids.append(int.from_bytes(data[i + 1 : i + 3], "big"))
+        pos = i + 1 + length
+    return ids
 
 
 @dataclass
@@ -86,6 +96,7 @@ class PowerCut:
     disk: dict[str, bytes] = field(default_factory=dict)
     acked: list[int] = field(default_factory=list)  # packet ids, in order
     early_acks: int = 0  # PUBACKs sent while a WAL write was not yet synced
+    ack_writes: int = 0  # socket writes that carried PUBACKs
     wal_fsyncs: int = 0
     cuts: list[tuple[list[int], dict[str, bytes]]] = field(default_factory=list)
     _dirty: set[str] = field(default_factory=set)
@@ -96,12 +107,14 @@ class PowerCut:
             if isinstance(c, tuple):
                 if c[1] in ("fsync", "fdatasync") and c[0] in self._syncing:
                     self._synced(self._syncing.pop(c[0]))
-            elif is_puback(c):
-                if any(p.endswith("-wal") for p in self._dirty):
-                    self.early_acks += 1
-                self.acked.append(int.from_bytes(c.data[2:4], "big"))
-                if len(self.acked) % cut_every == 0:
-                    self.cuts.append((list(self.acked), dict(self.disk)))
+            elif ids := pubacks(c):
+                self.ack_writes += 1
+                for mid in ids:
+                    if any(p.endswith("-wal") for p in self._dirty):
+                        self.early_acks += 1
+                    self.acked.append(mid)
+                    if len(self.acked) % cut_every == 0:
+                        self.cuts.append((list(self.acked), dict(self.disk)))
             elif c.path.startswith(self.directory + "/"):
                 self._file_call(c)
 

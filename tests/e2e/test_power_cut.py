@@ -118,6 +118,8 @@ async def test_no_puback_before_its_commit_is_fsynced_and_a_power_cut_keeps_ever
     # Group commit: an fsync per batch, not per reading.
     assert 5 <= cut.wal_fsyncs < READINGS / 5
     assert cut.early_acks == 0
+    # The PUBACKs of a commit leave together: a write per batch, not per reading.
+    assert cut.ack_writes < READINGS / 10
     # A power cut right after the PUBACKs taken at six points: the synced files hold all.
     assert len(cut.cuts) == 6
     for i, (acked, files) in enumerate(cut.cuts):

@@ -286,13 +286,14 @@ class Decoder:
     def _key(self, topic: str, obj: dict[str, Any]) -> str | Reject:
         s = self.stream
         ok = _KEY_OK
-        if s.key_level is not None:
+        level = s.key_level  # a property that parses `key`: read it once
+        if level is not None:
             levels = topic.split("/")
-            if s.key_level >= len(levels):
+            if level >= len(levels):
                 return self._reject(
-                    RejectReason.BAD_KEY, f"topic {topic[:60]!r} has no level {s.key_level}"
+                    RejectReason.BAD_KEY, f"topic {topic[:60]!r} has no level {level}"
                 )
-            key = levels[s.key_level]
+            key = levels[level]
         elif self._key_path is not None:
             raw = get(obj, self._key_path)
             if isinstance(raw, bool) or not isinstance(raw, str | int):

@@ -29,6 +29,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from edgeml.config import Config, MqttConfig
 from edgeml.records import Delivery
 from edgeml.transport import _paho
+from edgeml.transport._wire import Publish, encode_puback, encode_publish
 from edgeml.transport.base import Listener
 
 __all__ = ["BACKOFF_CAP_S", "Session", "client_for"]
@@ -87,6 +88,7 @@ class Session:
         self.received = 0
         self.connects = 0
         self._client: aiomqtt.Client | None = None
+        self._outbox: _paho.Outbox | None = None  # PUBACKs and predictions of this loop turn
         self._listeners: dict[str, Listener] = {}  # filter -> handler, outside the inbox
         # MQTT 5 requests (mqtt.predict_requests): topics <prefix>/<node>/<stream>/<key>/predict
         # go to `on_request` (topic, payload, response topic, correlation data), not the inbox.
@@ -109,13 +111,25 @@ class Session:
         again (DUP set, same packet id) and the learner acknowledges that copy.
         """
         mid, qos, generation = token
-        if generation == self.generation and self._client is not None:
+        if generation != self.generation or self._outbox is None or self._client is None:
+            return
+        if qos == 1:
+            self._outbox.add(encode_puback(mid))
+        else:
             _paho.ack(self._client, mid, qos)
 
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> bool:
-        """Queue a message without awaiting it; dropped (False) while disconnected."""
-        if self._client is None or self.state != "connected":
+        """Queue a message without awaiting it; dropped (False) while disconnected.
+
+        QoS 0 goes out with the rest of this loop turn's packets, in one write; QoS 1 through
+        paho (which keeps it until its PUBACK), after them.
+        """
+        if self._client is None or self._outbox is None or self.state != "connected":
             return False
+        if qos == 0:
+            self._outbox.add(encode_publish(topic, payload, retain, self.cfg.mqtt.protocol == "5"))
+            return True
+        self._outbox.flush()
         return _paho.publish_nowait(self._client, topic, payload, qos, retain)
 
     # -- the connection loop -------------------------------------------------------------
@@ -155,20 +169,21 @@ class Session:
             with contextlib.suppress(aiomqtt.MqttError):
                 await self._client.unsubscribe(list(filters), timeout=10)
 
-    def _listener(self, message: paho.MQTTMessage) -> bool:
+    def _listener(self, message: Publish) -> bool:
         """Hand a message of a `listen` filter to its handler; False if it is none's."""
         for f, handler in self._listeners.items():
             if paho.topic_matches_sub(f, message.topic):
                 if message.qos and self._client is not None:  # a stream's filter overlaps
                     _paho.ack(self._client, message.mid, message.qos)
-                handler(message.topic, bytes(message.payload), bool(message.retain))
+                handler(message.topic, message.payload, message.retain)
                 return True
         return False
 
     def respond(self, topic: str, payload: bytes, correlation: bytes | None) -> bool:
         """Publish a reply to an MQTT 5 request (QoS 0), with the request's Correlation Data."""
-        if self._client is None or self.state != "connected":
+        if self._client is None or self._outbox is None or self.state != "connected":
             return False
+        self._outbox.flush()  # the reply goes after what was queued before it
         props = Properties(PacketTypes.PUBLISH)
         if correlation is not None:
             props.CorrelationData = correlation
@@ -178,12 +193,12 @@ class Session:
         under = self.requests_under
         return under is not None and topic.startswith(under) and topic.endswith("/predict")
 
-    def _receive(self, message: paho.MQTTMessage) -> None:
+    def _receive(self, message: Publish, props: Any) -> None:
+        """One PUBLISH from the broker; `props`: its MQTT 5 properties, if it had any."""
         if self.on_request is not None and self._is_request(message.topic):
-            props = getattr(message, "properties", None)
             self.on_request(
                 message.topic,
-                bytes(message.payload),
+                message.payload,
                 getattr(props, "ResponseTopic", None),
                 getattr(props, "CorrelationData", None),
             )
@@ -196,12 +211,12 @@ class Session:
         self.inbox.append(
             Delivery(
                 message.topic,
-                bytes(message.payload),
+                message.payload,
                 time.time(),
                 (mid, qos, self.generation) if qos else None,
                 mid if qos else None,
-                bool(message.dup),
-                bool(message.retain),
+                message.dup,
+                message.retain,
             )
         )
         self.wake()
@@ -235,8 +250,8 @@ class Session:
             client = client_for(
                 m, protocol=aiomqtt.ProtocolVersion.V311, clean_session=False, **common
             )
-        _paho.enable_manual_ack(client)
-        _paho.set_receiver(client, self._receive)
+        _paho.Reader(client, self._receive)  # also turns on manual acknowledgement
+        self._outbox = _paho.Outbox(client)
         return client
 
     async def run(self, shutdown: asyncio.Event) -> None:
@@ -248,6 +263,8 @@ class Session:
             # Before connecting: the broker's first messages can arrive in the same read as
             # its CONNACK, before `async with` returns.
             self.generation += 1
+            if self._outbox is not None:
+                self._outbox.clear()  # PUBACKs for the connection that is gone
             try:
                 async with client:
                     self.connects += 1
