@@ -147,19 +147,21 @@ class Spec:
 
 
 SPECS: dict[str, Spec] = {
-    "flip": Spec("regression", ("tree", "linear", "forest"), flip, "abrupt"),
-    "sensor": Spec("regression", ("tree", "linear", "forest"), sensor, "abrupt"),
-    "friedman-abrupt": Spec("regression", ("tree", "linear"), friedman("gra"), "abrupt"),
-    "friedman-gradual": Spec("regression", ("tree", "linear"), friedman("gsg"), "gradual"),
+    "flip": Spec("regression", ("auto", "tree", "linear", "forest"), flip, "abrupt"),
+    "sensor": Spec("regression", ("auto", "tree", "linear", "forest"), sensor, "abrupt"),
+    "friedman-abrupt": Spec("regression", ("auto", "tree", "linear"), friedman("gra"), "abrupt"),
+    "friedman-gradual": Spec(
+        "regression", ("auto", "tree", "linear"), friedman("gsg"), "gradual"
+    ),
     "sea": Spec(
         "classification",
-        ("tree", "logistic"),
+        ("auto", "tree", "logistic"),
         switch(lambda s: synth.SEA(variant=0, seed=s), lambda s: synth.SEA(variant=2, seed=s)),
         "abrupt",
     ),
     "agrawal": Spec(
         "classification",
-        ("tree", "logistic"),
+        ("auto", "tree", "logistic"),
         switch(
             lambda s: synth.Agrawal(classification_function=0, seed=s),
             lambda s: synth.Agrawal(classification_function=2, seed=s),
@@ -167,7 +169,12 @@ SPECS: dict[str, Spec] = {
         "abrupt",
     ),
     "phishing": Spec(
-        "classification", ("tree", "logistic"), lambda *_: datasets.Phishing(), "", 250, False
+        "classification",
+        ("auto", "tree", "logistic"),
+        lambda *_: datasets.Phishing(),
+        "",
+        250,
+        False,
     ),
 }
 
