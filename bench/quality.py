@@ -150,9 +150,7 @@ SPECS: dict[str, Spec] = {
     "flip": Spec("regression", ("auto", "tree", "linear", "forest"), flip, "abrupt"),
     "sensor": Spec("regression", ("auto", "tree", "linear", "forest"), sensor, "abrupt"),
     "friedman-abrupt": Spec("regression", ("auto", "tree", "linear"), friedman("gra"), "abrupt"),
-    "friedman-gradual": Spec(
-        "regression", ("auto", "tree", "linear"), friedman("gsg"), "gradual"
-    ),
+    "friedman-gradual": Spec("regression", ("auto", "tree", "linear"), friedman("gsg"), "gradual"),
     "sea": Spec(
         "classification",
         ("auto", "tree", "logistic"),

@@ -612,7 +612,7 @@ target = "open"
     # defaults: the `auto` preset, challenger retraining on drift only
     assert door.model == "auto"
     retrain = door.retrain
-    assert (retrain.policy, retrain.grace, retrain.every_s) == ("challenger", 200, None)
+    assert (retrain.policy, retrain.grace, retrain.every_s) == ("challenger", 500, None)
     assert door.drift.warmup == 500
 
 
@@ -622,7 +622,10 @@ BAD_TASK_KEYS = [
         "stream.0.model: preset 'halfspace' does not do regression; "
         "for regression use auto, linear, tree, forest",
     ),
-    ('target = "y"\nmodel = "neural"', "stream.0.model: unknown preset 'neural'; presets: auto, linear"),
+    (
+        'target = "y"\nmodel = "neural"',
+        "stream.0.model: unknown preset 'neural'; presets: auto, linear",
+    ),
     ('task = "anomaly"\ntarget = "y"', "stream.0.target: an anomaly stream has no target"),
     (
         'task = "classification"\ntarget = "y"\nlabel = "z"',

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 import structlog
-from river import linear_model, preprocessing
 
 from edgeml.config import Config
 from edgeml.learn import snapshot
+from edgeml.learn.presets import build_model
 from edgeml.store.queries import read_status
 from tests.conftest import (
     TELEMETRY,
@@ -58,9 +58,7 @@ def reference_check(cfg: Config) -> int:
     abs_errors: dict[str, list[float]] = {}
     for _seq, key, x_json, y, y_pred in rows:
         x = json.loads(x_json)
-        model = models.setdefault(
-            key, preprocessing.StandardScaler() | linear_model.LinearRegression()
-        )
+        model = models.setdefault(key, build_model(cfg.stream[0]))  # the stream's preset
         expected = model.predict_one(x)
         assert y_pred == pytest.approx(expected, rel=1e-9, abs=1e-9)
         abs_errors.setdefault(key, []).append(abs(y - expected))

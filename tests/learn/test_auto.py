@@ -86,10 +86,10 @@ def test_auto_replays_exactly_after_a_snapshot(task: str) -> None:
         a, b = rng.random(), rng.random()
         y = 3 * a - b + (4 if i > 450 else 0)
         label = (a > b) if i < 450 else (a < b)
-        rows.append(
-            Sample("s", "k", float(i), {"a": a, "b": b}, None if task == "classification" else y,
-                   label if task == "classification" else None)  # fmt: skip
-        )
+        if task == "classification":
+            rows.append(Sample("s", "k", float(i), {"a": a, "b": b}, None, label))
+        else:
+            rows.append(Sample("s", "k", float(i), {"a": a, "b": b}, y))
     original = Learner(cfg, "k")
     for seq, s in enumerate(rows[:500], 1):
         original.process(s, seq)

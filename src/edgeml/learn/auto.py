@@ -18,9 +18,12 @@ which is what lets a snapshot plus the log replay exactly.
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable
 from typing import Any
 
 from river import base, drift, ensemble, linear_model, optim, tree
+
+from edgeml.learn.tasks import usable
 
 __all__ = ["Mixture", "WeightedBagging"]
 
@@ -75,26 +78,24 @@ class Mixture(base.Regressor):
         total = math.fsum(raw)
         return [r / total for r in raw]
 
-    def _predictions(self, x: dict[str, Any]) -> list[float]:
-        out = []
-        for expert in self.experts:
-            p = float(expert.predict_one(x))
-            out.append(p if math.isfinite(p) else math.nan)
-        return out
+    def _predictions(self, x: dict[Hashable, Any]) -> list[float]:
+        return [float(expert.predict_one(x)) for expert in self.experts]
 
-    def predict_one(self, x: dict[str, Any]) -> float:
-        preds = self._predictions(x)
-        pairs = [(w, p) for w, p in zip(self.weights(), preds, strict=True) if p == p]
+    def predict_one(self, x: dict[Hashable, Any]) -> float:
+        # An expert whose prediction diverged is left out (any weight times it would be absurd).
+        pairs = [
+            (w, p) for w, p in zip(self.weights(), self._predictions(x), strict=True) if usable(p)
+        ]
         total = math.fsum(w for w, _ in pairs)
-        if not pairs or total <= 0:
+        if total <= 0:
             return 0.0
         return math.fsum(w * p for w, p in pairs) / total
 
-    def learn_one(self, x: dict[str, Any], y: float) -> None:
+    def learn_one(self, x: dict[Hashable, Any], y: float) -> None:
         # Each error is standardized by the mean of the experts' errors on this sample, so a
         # sample counts the same whatever its scale: after readings of 1e15 the weights
         # recover as fast as after ordinary ones.
-        errors = [abs(y - p) for p in self._predictions(x)]
+        errors = [abs(y - p) if usable(p) else math.inf for p in self._predictions(x)]
         n = len(errors)
         finite = [e for e in errors if math.isfinite(e)]
         scale = math.fsum(finite) / n if finite else 0.0
@@ -112,7 +113,7 @@ class WeightedBagging(ensemble.LeveragingBaggingClassifier):
     member with the highest estimated error is replaced by a fresh one.
     """
 
-    def learn_one(self, x: dict[str, Any], y: base.typing.ClfTarget, **kwargs: Any) -> None:
+    def learn_one(self, x: Any, y: Any, **kwargs: Any) -> None:
         change = False
         for i, model in enumerate(self):
             k = self._bagging_fct(x=x, y=y, model_idx=i)

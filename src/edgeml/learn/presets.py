@@ -47,12 +47,13 @@ def _halfspace(est: Any, _: StreamConfig) -> Any:
 # lags diverges, and the naive "same as last" forecast is already hard to beat.
 _FORECAST_LINEAR = {"clip_gradient": 1.0}
 
-# `auto` for classification: leveraging bagging of Hoeffding trees (majority-class leaves:
-# naive Bayes leaves cost twice the time), each watched by its own ADWIN and replaced when its
-# error rises; the tree is cloned for each member, never trained itself.
+# `auto` for classification: leveraging bagging of Hoeffding trees (naive Bayes leaves: they
+# classify well from the first labels, where majority-class leaves guessed the majority until
+# the first split), each watched by its own ADWIN and replaced when its error rises; the tree
+# is cloned for each member, never trained itself; each tree is capped at 50 KiB.
 _BAGGED = {
     "model": tree.HoeffdingTreeClassifier(
-        leaf_prediction="mc", grace_period=50, max_size=0.05, memory_estimate_period=500
+        grace_period=50, max_size=0.05, memory_estimate_period=500
     ),
     "n_models": 3,
     "seed": 42,
