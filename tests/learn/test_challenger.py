@@ -168,11 +168,13 @@ def equal_models(seed: int, rho: float, grace: int) -> tuple[str, int]:
 
 @pytest.mark.parametrize("rho", [0.0, 0.8])
 def test_equal_models_are_rarely_promoted_even_with_autocorrelated_losses(rho: float) -> None:
-    """A per-sample t test, looked at on every sample, promoted 48 % of these with rho 0.8."""
-    outcomes = [equal_models(seed, rho, grace=200) for seed in range(400)]
+    """The per-sample t test edgeml had, looked at on every sample, promoted 53 % of these
+    with rho 0.8; the block test 3.75 % with rho 0 and 5.5 % with rho 0.8 (its nominal 2.5 %
+    at the end plus 16 early looks)."""
+    outcomes = [equal_models(seed, rho, grace=500) for seed in range(400)]
     dropped = [n for v, n in outcomes if v == "drop"]
-    assert all(n == 200 for n in dropped)  # a drop waits for the end of the grace period
-    assert len(dropped) >= 0.985 * len(outcomes)
+    assert all(n == 500 for n in dropped)  # a drop waits for the end of the grace period
+    assert len(dropped) >= 0.93 * len(outcomes)
 
 
 def test_worse_challenger_is_not_promoted() -> None:

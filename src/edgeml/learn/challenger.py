@@ -23,15 +23,17 @@ BLOCK = 25
 MIN_BLOCKS = 5
 # One-sided Student quantiles for 4, 5, ... 40 degrees of freedom (blocks - 1); beyond, the
 # last. EARLY (0.05 %) promotes before the grace period ends, looked at after every block;
-# FINAL (0.5 %) at its end.
+# FINAL (2.5 %) at its end (at 0.5 % a challenger 30 % better over 500 readings of the drifting
+# stream of tests/e2e was dropped: its lead is large early and small later, which widens the
+# spread of the block means).
 EARLY_T = (8.61, 6.869, 5.959, 5.408, 5.041, 4.781, 4.587, 4.437, 4.318, 4.221, 4.14, 4.073,
            4.015, 3.965, 3.922, 3.883, 3.85, 3.819, 3.792, 3.768, 3.745, 3.725, 3.707, 3.69,
            3.674, 3.659, 3.646, 3.633, 3.622, 3.611, 3.601, 3.591, 3.582, 3.574, 3.566, 3.558,
            3.551)  # fmt: skip
-FINAL_T = (4.604, 4.032, 3.707, 3.499, 3.355, 3.25, 3.169, 3.106, 3.055, 3.012, 2.977, 2.947,
-           2.921, 2.898, 2.878, 2.861, 2.845, 2.831, 2.819, 2.807, 2.797, 2.787, 2.779, 2.771,
-           2.763, 2.756, 2.75, 2.744, 2.738, 2.733, 2.728, 2.724, 2.719, 2.715, 2.712, 2.708,
-           2.704)  # fmt: skip
+FINAL_T = (2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.16, 2.145, 2.131,
+           2.12, 2.11, 2.101, 2.093, 2.086, 2.08, 2.074, 2.069, 2.064, 2.06, 2.056, 2.052,
+           2.048, 2.045, 2.042, 2.04, 2.037, 2.035, 2.032, 2.03, 2.028, 2.026, 2.024, 2.023,
+           2.021)  # fmt: skip
 # The challenger's predictions are served while a fading mean of the paired differences
 # (weight LEAD_WEIGHT on the newest) says it leads, after at least LEAD_MIN of them.
 LEAD_WEIGHT = 0.05
