@@ -612,7 +612,7 @@ target = "open"
     # defaults: the `auto` preset, challenger retraining on drift only
     assert door.model == "auto"
     retrain = door.retrain
-    assert (retrain.policy, retrain.grace, retrain.every_s) == ("challenger", 500, None)
+    assert (retrain.policy, retrain.grace, retrain.every_s) == ("challenger", 200, None)
     assert door.drift.warmup == 500
 
 

@@ -146,7 +146,7 @@ class DriftConfig(_Frozen):
 
 class RetrainConfig(_Frozen):
     policy: Literal["challenger", "reset", "none"] = "challenger"
-    grace: Annotated[StrictInt, Field(ge=10, le=1_000_000)] = 500
+    grace: Annotated[StrictInt, Field(ge=10, le=1_000_000)] = 200
     max_warm_start: Annotated[StrictInt, Field(ge=1, le=1_000_000)] = 1000
     every: PositiveDuration | None = None
 

@@ -15,13 +15,9 @@ __all__ = ["LossTail"]
 
 # Losses kept (a drift is detected well within this many samples of a change).
 TAIL = 512
-# The old side of a split is at least this long (its mean is the yardstick).
+# The old side of a split is at least this long (its mean is the yardstick); the new side
+# may be a single loss: a detection can come at the first sample of a new regime.
 MIN_SIDE = 5
-# The new side too: on noisy losses (FriedmanDrift) a single large last loss won the split
-# and the warm start was 1 sample where 22 and 35 were new. A detection at the first sample
-# of a new regime then warm-starts on a few old samples besides it, which the fresh model
-# soon outweighs.
-MIN_NEW = 10
 
 
 class LossTail:
@@ -58,12 +54,12 @@ class LossTail:
         """
         losses, numbers = self._ordered()
         n = len(losses)
-        if n < MIN_SIDE + MIN_NEW:
+        if n <= MIN_SIDE:
             return None
         total = math.fsum(losses)
         best, best_k = 0.0, None
         before = 0.0
-        for k in range(1, n - MIN_NEW + 1):  # k losses before the split
+        for k in range(1, n):  # k losses before the split
             before += losses[k - 1]
             if k < MIN_SIDE:
                 continue

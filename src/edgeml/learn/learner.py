@@ -10,7 +10,7 @@ from river import drift
 
 from edgeml.config import EARLIER_DEFAULT, StreamConfig
 from edgeml.learn.anomaly_task import Anomaly
-from edgeml.learn.challenger import Challenger, block_size
+from edgeml.learn.challenger import Challenger
 from edgeml.learn.changepoint import LossTail
 from edgeml.learn.presets import build_model
 from edgeml.learn.tasks import TASKS, Prediction, Task, usable
@@ -303,9 +303,8 @@ class Learner:
                        "drift_seq": drift_seq}  # fmt: skip
             events.append(self._promote(model, ts, request.seq, figures))
         else:
-            block = block_size(self.stream.retrain.grace)
             self.challenger = Challenger(
-                model, request.reason, request.seq, len(samples), drift_seq, block
+                model, request.reason, request.seq, len(samples), drift_seq
             )
         return events
 
