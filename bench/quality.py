@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import math
 import os
 import random
 import shlex
@@ -547,7 +548,8 @@ def targets(
             continue
         for preset, by_method in by_preset.items():
             none = by_method["none"]
-            rise = statistics.mean(none.post()) / statistics.mean(none.pre())
+            pre, post = statistics.mean(none.pre()), statistics.mean(none.post())
+            rise = post / pre if pre else (math.inf if post else 1.0)  # auto: 0 errors before
             found = by_method["challenger"].delays()
             delays = ", ".join("none" if d is None else str(d) for d in found)
             text = f"(b) {name}/{preset}: error of none x{rise:.2f} after the change"

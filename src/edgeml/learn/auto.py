@@ -68,7 +68,7 @@ class Mixture(base.Regressor):
             ),
         ]
         # Each expert's fading mean of its standardized absolute error (1: as good as the
-        # average expert; 0 to 4).
+        # average expert; from 0 to the number of experts).
         self.errors = [1.0] * len(self.experts)
 
     def weights(self) -> list[float]:
@@ -108,9 +108,10 @@ class Mixture(base.Regressor):
 
 class WeightedBagging(ensemble.LeveragingBaggingClassifier):
     """Leveraging bagging (River's), each member learning a sample once with its Poisson(w)
-    draw as the sample's weight instead of learning it that many times: the same trees, about
-    five times cheaper. Each member's ADWIN watches its 0/1 loss; when one detects a rise, the
-    member with the highest estimated error is replaced by a fresh one.
+    draw as the sample's weight instead of learning it that many times (a Hoeffding tree's
+    statistics take weights): about five times cheaper. Each member's ADWIN watches its 0/1
+    loss; when one detects a rise, the member with the highest estimated error is replaced
+    by a fresh one.
     """
 
     def learn_one(self, x: Any, y: Any, **kwargs: Any) -> None:
