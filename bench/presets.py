@@ -1,6 +1,6 @@
 """Presets: per-message CPU time, snapshot size, restore time and memory of one stream/key.
 
-    python bench/presets.py [-n 5000] [--forest-n N] [--quick] [--seed 1]
+    python bench/presets.py [-n 5000] [--forest-n N] [--quick] [--seed 1] [--presets auto]
 
 For each preset/task pair, a synthetic sensor stream (one reading per 10 minutes) goes
 through one `Learner` in-process: the daemon's full test-then-train path (predict, metrics,
@@ -40,14 +40,17 @@ from edgeml.learn.learner import Learner
 from edgeml.records import Sample
 
 CASES = [
-    ("linear", "regression"),
+    ("linear", "regression"),  # first: the others' "x linear" is against it
+    ("auto", "regression"),
     ("tree", "regression"),
     ("forest", "regression"),
     ("logistic", "classification"),
+    ("auto", "classification"),
     ("tree", "classification"),
     ("forest", "classification"),
     ("halfspace", "anomaly"),
     ("linear", "forecast"),
+    ("auto", "forecast"),
     ("seasonal", "forecast"),
     ("tree", "forecast"),
     ("forest", "forecast"),
@@ -162,12 +165,16 @@ def main() -> int:
     ap.add_argument("--forest-n", type=int, help="samples for forest (default: n)")
     ap.add_argument("--quick", action="store_true", help="n = 1000, 3 restores")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--presets", help="these presets only, comma-separated (linear is kept)")
     args = ap.parse_args()
+    wanted = {"linear", *args.presets.split(",")} if args.presets else None
     n = 1000 if args.quick else args.n
     repeats = 3 if args.quick else 5
     started, wall = utc_now(), time.monotonic()
     rows = []
     for preset, task in CASES:
+        if wanted is not None and preset not in wanted:
+            continue
         k = args.forest_n or n if preset == "forest" else n
         progress(f"{preset} {task}: {k} samples")
         rows.append((preset, task, measure(preset, task, k, args.seed, repeats)))

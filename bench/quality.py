@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import math
 import os
 import random
 import shlex
@@ -147,19 +148,19 @@ class Spec:
 
 
 SPECS: dict[str, Spec] = {
-    "flip": Spec("regression", ("tree", "linear", "forest"), flip, "abrupt"),
-    "sensor": Spec("regression", ("tree", "linear", "forest"), sensor, "abrupt"),
-    "friedman-abrupt": Spec("regression", ("tree", "linear"), friedman("gra"), "abrupt"),
-    "friedman-gradual": Spec("regression", ("tree", "linear"), friedman("gsg"), "gradual"),
+    "flip": Spec("regression", ("auto", "tree", "linear", "forest"), flip, "abrupt"),
+    "sensor": Spec("regression", ("auto", "tree", "linear", "forest"), sensor, "abrupt"),
+    "friedman-abrupt": Spec("regression", ("auto", "tree", "linear"), friedman("gra"), "abrupt"),
+    "friedman-gradual": Spec("regression", ("auto", "tree", "linear"), friedman("gsg"), "gradual"),
     "sea": Spec(
         "classification",
-        ("tree", "logistic"),
+        ("auto", "tree", "logistic"),
         switch(lambda s: synth.SEA(variant=0, seed=s), lambda s: synth.SEA(variant=2, seed=s)),
         "abrupt",
     ),
     "agrawal": Spec(
         "classification",
-        ("tree", "logistic"),
+        ("auto", "tree", "logistic"),
         switch(
             lambda s: synth.Agrawal(classification_function=0, seed=s),
             lambda s: synth.Agrawal(classification_function=2, seed=s),
@@ -167,7 +168,12 @@ SPECS: dict[str, Spec] = {
         "abrupt",
     ),
     "phishing": Spec(
-        "classification", ("tree", "logistic"), lambda *_: datasets.Phishing(), "", 250, False
+        "classification",
+        ("auto", "tree", "logistic"),
+        lambda *_: datasets.Phishing(),
+        "",
+        250,
+        False,
     ),
 }
 
@@ -542,7 +548,8 @@ def targets(
             continue
         for preset, by_method in by_preset.items():
             none = by_method["none"]
-            rise = statistics.mean(none.post()) / statistics.mean(none.pre())
+            pre, post = statistics.mean(none.pre()), statistics.mean(none.post())
+            rise = post / pre if pre else (math.inf if post else 1.0)  # auto: 0 errors before
             found = by_method["challenger"].delays()
             delays = ", ".join("none" if d is None else str(d) for d in found)
             text = f"(b) {name}/{preset}: error of none x{rise:.2f} after the change"

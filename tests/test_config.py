@@ -82,7 +82,7 @@ def test_minimal_config_has_documented_defaults(tmp_path: Path) -> None:
     assert stream.features is None
     assert stream.key is None
     assert stream.timestamp is None
-    assert stream.model == "linear"
+    assert stream.model == "auto" and stream.model_default
     assert stream.task == "regression"
     assert stream.publish == "all"
     assert stream.rolling_window == 500
@@ -609,8 +609,8 @@ target = "open"
     assert (f.lags, f.horizon, f.time_features, f.season) == (4, 3, True, 48)
     r = load_.retrain
     assert (r.policy, r.grace, r.max_warm_start, r.every_s) == ("reset", 50, 300, 6 * 3600)
-    # defaults: the task's first preset, challenger retraining on drift only
-    assert door.model == "logistic"
+    # defaults: the `auto` preset, challenger retraining on drift only
+    assert door.model == "auto"
     retrain = door.retrain
     assert (retrain.policy, retrain.grace, retrain.every_s) == ("challenger", 200, None)
     assert door.drift.warmup == 500
@@ -620,9 +620,12 @@ BAD_TASK_KEYS = [
     (
         'task = "regression"\ntarget = "y"\nmodel = "halfspace"',
         "stream.0.model: preset 'halfspace' does not do regression; "
-        "for regression use linear, tree, forest",
+        "for regression use auto, linear, tree, forest",
     ),
-    ('target = "y"\nmodel = "neural"', "stream.0.model: unknown preset 'neural'; presets: linear"),
+    (
+        'target = "y"\nmodel = "neural"',
+        "stream.0.model: unknown preset 'neural'; presets: auto, linear",
+    ),
     ('task = "anomaly"\ntarget = "y"', "stream.0.target: an anomaly stream has no target"),
     (
         'task = "classification"\ntarget = "y"\nlabel = "z"',

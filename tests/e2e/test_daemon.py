@@ -39,6 +39,7 @@ async def test_trump_approval_mae_equals_river_progressive_validation(
 [[stream]]
 name = "trump"
 topic = "polls/trump"
+model = "linear"
 target = "approval"
 features = {json.dumps(TRUMP_FEATURES)}
 """,

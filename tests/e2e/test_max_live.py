@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 import structlog
-from river import linear_model, preprocessing
 
+from edgeml.learn.presets import build_model
 from tests.conftest import (
     TELEMETRY,
     Broker,
@@ -48,7 +48,7 @@ def assert_log_implies_models(cfg: Any) -> None:
     )
     for key, x_json, y, y_pred in rows:
         x = json.loads(x_json)
-        m = models.setdefault(key, preprocessing.StandardScaler() | linear_model.LinearRegression())
+        m = models.setdefault(key, build_model(cfg.stream[0]))  # the stream's preset
         assert y_pred == pytest.approx(m.predict_one(x), rel=1e-9, abs=1e-9)
         m.learn_one(x, y)
 

@@ -16,7 +16,10 @@ TRUMP_FEATURES = ("ordinal_date", "gallup", "ipsos", "morning_consult", "rasmuss
 
 
 def make_stream(
-    features: tuple[str, ...] = ("x",), rolling_window: int = 500, delta: float = 0.002
+    features: tuple[str, ...] = ("x",),
+    rolling_window: int = 500,
+    delta: float = 0.002,
+    model: str = "",
 ) -> StreamConfig:
     return StreamConfig(
         name="s",
@@ -25,6 +28,7 @@ def make_stream(
         features=features,
         rolling_window=rolling_window,
         drift=DriftConfig(delta=delta),
+        model=model,
     )
 
 
@@ -50,7 +54,7 @@ def test_metrics_are_none_before_the_first_sample() -> None:
 
 
 def test_trump_approval_matches_river_progressive_validation() -> None:
-    learner = Learner(make_stream(TRUMP_FEATURES, rolling_window=10_000), "default")
+    learner = Learner(make_stream(TRUMP_FEATURES, rolling_window=10_000, model="linear"), "default")
     rows = [(x, y) for x, y in datasets.TrumpApproval()]
     assert set(rows[0][0]) == set(TRUMP_FEATURES)
     outcomes = feed(learner, rows)

@@ -54,5 +54,5 @@ def test_corrupt_foreign_or_mismatched_snapshots_are_refused() -> None:
     with pytest.raises(snapshot.SnapshotError, match="cannot unpickle"):
         snapshot.load(STREAM, "k", junk, hashlib.sha256(junk).hexdigest(), snapshot.RIVER_VERSION)
     other = STREAM.model_copy(update={"model": "other"})
-    with pytest.raises(snapshot.SnapshotError, match="preset 'linear'"):
+    with pytest.raises(snapshot.SnapshotError, match="preset 'auto'"):
         snapshot.load(other, "k", blob, good_sha, snapshot.RIVER_VERSION)

@@ -199,7 +199,8 @@ def test_classification_metrics_are_none_until_something_is_predicted() -> None:
 
 
 def test_binary_labels_use_binary_f1() -> None:
-    cfg = stream("classification", rolling_window=100)
+    # logistic: it predicts from the first reading, so every outcome here is scored
+    cfg = stream("classification", model="logistic", rolling_window=100)
     lr = Learner(cfg, KEY)
     # imbalanced: True only when a + b > 14, so binary and macro F1 differ
     rows = [
@@ -250,7 +251,7 @@ def test_string_labels_use_macro_f1(model: str) -> None:
     [("accuracy", metrics.Accuracy), ("f1", metrics.F1), ("logloss", metrics.CrossEntropy)],
 )
 def test_phishing_matches_river_progressive_validation(name: str, metric: type) -> None:
-    cfg = stream("classification", retrain=RetrainConfig(policy="none"))
+    cfg = stream("classification", "logistic", retrain=RetrainConfig(policy="none"))
     lr = Learner(cfg, KEY)
     rows = [Sample("s", KEY, float(i), x, label=y) for i, (x, y) in enumerate(datasets.Phishing())]
     outs = outcomes(cfg, rows, lr)
@@ -676,3 +677,25 @@ def test_a_snapshot_with_rivers_rolling_window_keeps_its_rolling_metric(task: st
     assert isinstance(back.task.rolling, RollingMean)
     assert back.metrics()[name] == pytest.approx(old.get(), rel=1e-12)
     assert back.metrics() == pytest.approx(Learner.from_state(cfg, KEY, lr.state()).metrics())
+
+
+@pytest.mark.parametrize(
+    ("task", "dataset", "metric", "name"),
+    [
+        ("classification", datasets.Phishing, metrics.Accuracy, "accuracy"),
+        ("regression", datasets.TrumpApproval, metrics.MAE, "mae"),
+    ],
+)
+def test_auto_with_retraining_off_matches_river_progressive_validation(
+    task: str, dataset: Any, metric: type, name: str
+) -> None:
+    cfg = stream(task, retrain=RetrainConfig(policy="none"))
+    assert cfg.model == "auto"  # the default
+    lr = Learner(cfg, KEY)
+    if task == "classification":
+        rows = [Sample("s", KEY, float(i), x, label=y) for i, (x, y) in enumerate(dataset())]
+    else:
+        rows = [Sample("s", KEY, float(i), x, float(y)) for i, (x, y) in enumerate(dataset())]
+    outcomes(cfg, rows, lr)
+    expected = evaluate.progressive_val_score(dataset(), build_model(cfg), metric()).get()
+    assert lr.metrics()[name] == pytest.approx(expected, abs=1e-12, rel=0)

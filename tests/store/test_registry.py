@@ -15,6 +15,7 @@ from river import linear_model, preprocessing
 from typer.testing import CliRunner
 
 from edgeml.cli.app import app
+from edgeml.learn.presets import build_model
 from edgeml.store.queries import read_status
 from tests.conftest import (
     TELEMETRY,
@@ -192,7 +193,7 @@ async def test_retrain_starts_a_challenger_warm_started_on_the_newest_samples(
         "SELECT s.x, s.y FROM samples s JOIN series r ON r.id = s.series WHERE r.key = 'dev2'"
         " ORDER BY s.seq DESC LIMIT 40",
     )
-    expected = preprocessing.StandardScaler() | linear_model.LinearRegression()
+    expected = build_model(cfg.stream[0])  # the stream's preset (`auto`: it names none)
     for x, y in reversed(rows):
         expected.learn_one(json.loads(x), y)
     assert [live.predict_one(x) for x in PROBE] == [expected.predict_one(x) for x in PROBE]

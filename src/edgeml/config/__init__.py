@@ -3,6 +3,7 @@
 from edgeml.config.loader import load, warnings_for
 from edgeml.config.model import (
     DEFAULT_PRESET,
+    EARLIER_DEFAULT,
     PRESET_TASKS,
     AlertConfig,
     AnomalyConfig,
@@ -25,6 +26,7 @@ from edgeml.config.model import (
 
 __all__ = [
     "DEFAULT_PRESET",
+    "EARLIER_DEFAULT",
     "PRESET_TASKS",
     "AlertConfig",
     "AnomalyConfig",

@@ -33,6 +33,7 @@ from edgeml.errors import ConfigError
 
 __all__ = [
     "DEFAULT_PRESET",
+    "EARLIER_DEFAULT",
     "PRESET_TASKS",
     "AlertConfig",
     "AnomalyConfig",
@@ -166,8 +167,9 @@ Task = Literal["regression", "classification", "anomaly", "forecast"]
 
 # Which presets serve which task (the River pipelines themselves are in edgeml.learn.presets,
 # which this module must not import: River takes seconds to import and most CLI commands
-# never need it). The first preset of a task is its default.
+# never need it).
 PRESET_TASKS: dict[str, tuple[Task, ...]] = {
+    "auto": ("regression", "classification", "forecast"),
     "linear": ("regression", "forecast"),
     "logistic": ("classification",),
     "robust": ("anomaly",),
@@ -177,6 +179,14 @@ PRESET_TASKS: dict[str, tuple[Task, ...]] = {
     "seasonal": ("forecast",),
 }
 DEFAULT_PRESET: dict[str, str] = {
+    "regression": "auto",
+    "classification": "auto",
+    "anomaly": "robust",
+    "forecast": "auto",
+}
+# The default before `auto` (edgeml 0.1): a snapshot of a stream that named no model holds
+# one of these, and comes back as what it was (see StreamConfig.model_default).
+EARLIER_DEFAULT: dict[str, str] = {
     "regression": "linear",
     "classification": "logistic",
     "anomaly": "robust",
@@ -280,6 +290,11 @@ class StreamConfig(_Frozen):
         if self.dedupe is None:
             object.__setattr__(self, "dedupe", "identical" if self.payload == "value" else "off")
         return self
+
+    @property
+    def model_default(self) -> bool:
+        """Whether `model` was left out (the task's default preset stands in for it)."""
+        return "model" not in self.model_fields_set
 
     @property
     def excluded(self) -> tuple[str, ...]:

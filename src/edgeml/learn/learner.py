@@ -8,7 +8,7 @@ from typing import Any
 
 from river import drift
 
-from edgeml.config import StreamConfig
+from edgeml.config import EARLIER_DEFAULT, StreamConfig
 from edgeml.learn.anomaly_task import Anomaly
 from edgeml.learn.challenger import Challenger
 from edgeml.learn.changepoint import LossTail
@@ -37,6 +37,17 @@ FAILING_LIMIT = 10
 def make_task(stream: StreamConfig) -> Task:
     """The task object of a stream: how to predict, score, learn and report its metrics."""
     return Anomaly(stream) if stream.task == "anomaly" else TASKS[stream.task](stream)
+
+
+def _pinned(stream: StreamConfig, preset: Any) -> StreamConfig:
+    """The stream as a snapshot of `preset` runs under it: a stream that names no model has
+    the `auto` preset now, and a snapshot of the earlier default (`linear`, `logistic`) comes
+    back as what it was, that key keeping its preset; new keys start with `auto`. Naming
+    `model = "auto"` switches such keys over (their models are rebuilt from the log).
+    """
+    if stream.model_default and preset != stream.model and preset == EARLIER_DEFAULT[stream.task]:
+        return stream.model_copy(update={"model": preset})
+    return stream
 
 
 class Learner:
@@ -97,6 +108,7 @@ class Learner:
     @classmethod
     def from_state(cls, stream: StreamConfig, key: str, state: dict[str, Any]) -> Learner:
         """A learner restored from `state()`; ValueError if the state does not fit the stream."""
+        stream = _pinned(stream, state.get("preset"))
         if (state.get("preset"), state.get("task_name")) != (stream.model, stream.task):
             raise ValueError(
                 f"snapshot is of preset {state.get('preset')!r} for {state.get('task_name')}, "
@@ -122,6 +134,8 @@ class Learner:
         config): River's ADWIN fixes delta when it is built, so a changed one means a new
         detector with an empty window.
         """
+        if stream.model != self.stream.model:  # a key pinned to an earlier default keeps it
+            stream = stream.model_copy(update={"model": self.stream.model})
         self.stream = stream
         if self.adwin.delta != stream.drift.delta:
             self.adwin = self.adwin.clone({"delta": stream.drift.delta, "clock": CLOCK})

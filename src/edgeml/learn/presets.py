@@ -13,6 +13,7 @@ from typing import Any
 from river import anomaly, compose, forest, linear_model, preprocessing, tree
 
 from edgeml.config import StreamConfig
+from edgeml.learn.auto import Mixture, WeightedBagging
 from edgeml.learn.robust import CalibratedHalfSpace, RobustZ
 
 __all__ = ["build_model", "estimator_class", "estimator_of"]
@@ -46,7 +47,22 @@ def _halfspace(est: Any, _: StreamConfig) -> Any:
 # lags diverges, and the naive "same as last" forecast is already hard to beat.
 _FORECAST_LINEAR = {"clip_gradient": 1.0}
 
+# `auto` for classification: leveraging bagging of Hoeffding trees (naive Bayes leaves: they
+# classify well from the first labels, where majority-class leaves guessed the majority until
+# the first split), each watched by its own ADWIN and replaced when its error rises; the tree
+# is cloned for each member, never trained itself; each tree is capped at 50 KiB.
+_BAGGED = {
+    "model": tree.HoeffdingTreeClassifier(
+        grace_period=50, max_size=0.05, memory_estimate_period=500
+    ),
+    "n_models": 3,
+    "seed": 42,
+}
+
 _RECIPES: dict[tuple[str, str], _Recipe] = {
+    ("auto", "regression"): _Recipe(Mixture, {}, _scaled),
+    ("auto", "forecast"): _Recipe(Mixture, _FORECAST_LINEAR, _scaled),
+    ("auto", "classification"): _Recipe(WeightedBagging, _BAGGED, _bare),
     ("linear", "regression"): _Recipe(linear_model.LinearRegression, {}, _scaled),
     ("linear", "forecast"): _Recipe(linear_model.LinearRegression, _FORECAST_LINEAR, _scaled),
     ("seasonal", "forecast"): _Recipe(linear_model.LinearRegression, _FORECAST_LINEAR, _scaled),
