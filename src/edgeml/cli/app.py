@@ -57,10 +57,15 @@ def check(config: ConfigOpt = Path("config.toml")) -> None:
     cfg = load_or_exit(config)
     for warning in warnings_for(cfg):
         err.print(f"warning: {warning}", markup=False, highlight=False)
-    typer.echo(
-        f"{config}: ok ({len(cfg.stream)} stream{'s' if len(cfg.stream) != 1 else ''}, "
-        f"broker {cfg.mqtt.host}:{cfg.mqtt.port}, state {cfg.db_path})"
-    )
+    n = len(cfg.stream)
+    source = f"broker {cfg.mqtt.host}:{cfg.mqtt.port}"
+    if cfg.ingest.backend == "nats":
+        nats = cfg.nats
+        source = (
+            f"nats {','.join(nats.servers)}, stream {nats.stream} with {nats.partitions} "
+            "partitions (fixed for the life of the stream)"
+        )
+    typer.echo(f"{config}: ok ({n} stream{'s' if n != 1 else ''}, {source}, state {cfg.db_path})")
 
 
 @app.command()

@@ -22,6 +22,7 @@ from edgeml.config.model import (
     TlsConfig,
     parse_duration,
 )
+from edgeml.config.nats import IngestConfig, NatsConfig
 
 __all__ = [
     "DEFAULT_PRESET",
@@ -33,9 +34,11 @@ __all__ = [
     "ForecastConfig",
     "HomeAssistantConfig",
     "HttpConfig",
+    "IngestConfig",
     "LogConfig",
     "ModelsConfig",
     "MqttConfig",
+    "NatsConfig",
     "NodeConfig",
     "RetrainConfig",
     "StoreConfig",
