@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edgeml import __version__
+from edgeml.cli import cluster as cli_cluster
 from edgeml.cli import decode as cli_decode
 from edgeml.cli import ha as cli_ha
 from edgeml.cli import models as cli_models
@@ -81,7 +82,12 @@ def run(config: ConfigOpt = Path("config.toml")) -> None:
     for warning in warnings_for(cfg):
         daemon.log.warning("config_warning", detail=warning)
     try:
-        asyncio.run(daemon.run(cfg))
+        if cfg.ingest.backend == "nats":
+            from edgeml.daemon import cluster
+
+            asyncio.run(cluster.run(cfg))
+        else:
+            asyncio.run(daemon.run(cfg))
     except* EdgemlError as group:
         for exc in group.exceptions:
             daemon.log.error("fatal", error=str(exc))
@@ -315,6 +321,7 @@ app.command()(cli_tools.replay)
 app.command()(cli_tools.simulate)
 app.add_typer(cli_models.app, name="models")
 app.add_typer(cli_ha.app, name="ha")
+app.add_typer(cli_cluster.app, name="cluster")
 
 
 def main() -> None:

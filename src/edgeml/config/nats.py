@@ -5,15 +5,24 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import Annotated, Literal, Protocol
 
 from pydantic import Field, StrictInt, field_validator, model_validator
 
 from edgeml.config.base import Duration, Frozen, PositiveDuration, parse_duration
 from edgeml.partitions import mapping
 
-if TYPE_CHECKING:
-    from edgeml.config.model import StreamConfig
+
+class _Stream(Protocol):
+    """What check_cluster reads of a StreamConfig."""
+
+    @property
+    def key_level(self) -> int | None: ...
+    @property
+    def join_window_s(self) -> float: ...
+    @property
+    def topics(self) -> tuple[str, ...]: ...
+
 
 __all__ = ["IngestConfig", "NatsConfig", "NatsTlsConfig", "check_cluster"]
 
@@ -69,7 +78,7 @@ class NatsConfig(Frozen):
     @classmethod
     def _ttl(cls, v: Duration) -> str:
         if parse_duration(v) < 1:
-            raise ValueError("must be at least '1s' (renewals go out every third of it)")
+            raise ValueError("must be at least '1s' (renewals go out every quarter of it)")
         return v
 
     @model_validator(mode="after")
@@ -89,7 +98,7 @@ class NatsConfig(Frozen):
         return parse_duration(self.dedup_window)
 
 
-def check_cluster(streams: Sequence[StreamConfig], nats: NatsConfig) -> None:
+def check_cluster(streams: Sequence[_Stream], nats: NatsConfig) -> None:
     """What `backend = "nats"` needs of the streams: each key a `+` level of its topics (the
     server partitions by it), one key level per topic, no joins across messages.
     """
