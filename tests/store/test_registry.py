@@ -286,3 +286,39 @@ async def test_export_all_while_the_daemon_runs_writes_every_model_as_it_is_now(
             _, model = bundle_model(tmp_path / "backup" / f"temp__{key}__v1.edgeml")
             live = daemon.engine.learners[("temp", key)].model
             assert [model.predict_one(x) for x in PROBE] == [live.predict_one(x) for x in PROBE]
+
+
+async def test_a_node_that_never_ran_accepts_an_import(broker: Broker, tmp_path: Path) -> None:
+    """Provisioning: a model trained elsewhere is imported before the node's first start,
+    and its first reading is predicted by it.
+    """
+    trained = tmp_path / "trained"
+    trained.mkdir()
+    source = load_config(write_config(trained, broker, TELEMETRY))
+    async with running(source):
+        await publish_all(broker, telemetry(300))
+        assert await settle(source, 300) == 300
+    bundle = tmp_path / "dev0.edgeml"
+    r = runner.invoke(
+        app, ["models", "export", "temp/dev0", "-o", str(bundle), "-c", str(source.source)]
+    )
+    assert r.exit_code == 0, r.output
+    _, dev0 = bundle_model(bundle)
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    config = write_config(fresh, broker, TELEMETRY)
+    cfg = load_config(config)
+    assert not cfg.db_path.exists()
+    r = runner.invoke(
+        app,
+        ["models", "import", str(bundle), "--stream", "temp", "--key", "attic", "-c", str(config)],
+    )
+    assert r.exit_code == 0, r.output + r.stderr
+    assert "applied when `edgeml run` next starts" in r.stdout
+    async with running(cfg):
+        await publish_all(broker, [("sensors/attic/telemetry", b'{"i": 3, "h": 43, "t": 24.5}')])
+        assert await settle(cfg, 1) == 1
+    [(y_pred,)] = db_rows(cfg, "SELECT y_pred FROM predictions")
+    assert y_pred == dev0.predict_one({"i": 3.0, "h": 43.0})
+    rows = {(r["key"], r["version"]): r["reason"] for r in versions(config)}
+    assert rows[("attic", 2)] == "import"

@@ -17,6 +17,7 @@ from edgeml import __version__
 from edgeml.config import Config, StreamConfig
 from edgeml.errors import EdgemlError
 from edgeml.store.queries import connect_readonly, read_status
+from edgeml.store.schema import create
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -183,7 +184,15 @@ def send_command(
     db: Path, kind: str, stream: str, key: str, args: dict[str, Any], blob: bytes | None = None
 ) -> int:
     if not db.exists():
-        raise RegistryError(f"{db}: no database yet (has `edgeml run` started with this config?)")
+        if kind != "import":
+            raise RegistryError(
+                f"{db}: no database yet (has `edgeml run` started with this config?)"
+            )
+        # A node provisioned before it ever ran: the import waits for its first start.
+        try:
+            create(db)
+        except (OSError, sqlite3.Error) as exc:
+            raise RegistryError(f"{db}: cannot create the state file: {exc}") from exc
     with sqlite3.connect(db, timeout=10) as conn:
         cur = conn.execute(
             "INSERT INTO commands(created, kind, stream, key, args, blob) VALUES (?,?,?,?,?,?)",

@@ -146,3 +146,18 @@ def migrate(conn: sqlite3.Connection, path: Path) -> None:
         # executescript commits first; the migration and its version bump commit together.
         script = _MIGRATIONS[target]
         conn.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {target + 1};\nCOMMIT;")
+
+
+def create(path: Path) -> None:
+    """Create (or migrate) the state file; synchronous, done before any connection opens.
+    sqlite3.Error and OSError propagate.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(path, timeout=10) as conn:
+        if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
+            # Only possible in a new, empty file: freed pages can then be handed back a few
+            # at a time (PRAGMA incremental_vacuum) as retention prunes.
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        conn.execute("PRAGMA journal_mode=WAL")
+        migrate(conn, path)
+    conn.close()

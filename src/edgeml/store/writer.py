@@ -16,7 +16,7 @@ import structlog
 from edgeml.core.batch import Batch, StoredSample
 from edgeml.errors import DiskFull, StoreError
 from edgeml.store.queries import free_bytes
-from edgeml.store.schema import migrate
+from edgeml.store.schema import create
 from edgeml.store.writes import vacuum, write_batch
 
 __all__ = ["Command", "Store", "StoredSnapshot"]
@@ -100,16 +100,7 @@ class Store:
         `store.ack_before_sync`.
         """
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # Schema work is synchronous and done once, before the async connection opens.
-            with sqlite3.connect(path, timeout=10) as conn:
-                if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
-                    # Only possible in a new, empty file: freed pages can then be handed back
-                    # a few at a time (PRAGMA incremental_vacuum) as retention prunes.
-                    conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
-                conn.execute("PRAGMA journal_mode=WAL")
-                migrate(conn, path)
-            conn.close()
+            create(path)  # schema work: synchronous, once, before the async connection
             db = await aiosqlite.connect(path, timeout=10)
         except (OSError, sqlite3.Error) as exc:
             raise _error(path, "cannot open the database", exc) from exc
