@@ -143,9 +143,16 @@ def status(
     watch: Annotated[
         bool, typer.Option("--watch", help="A live view, refreshed every second (Ctrl-C ends).")
     ] = False,
+    cluster: Annotated[
+        bool,
+        typer.Option("--cluster", help="backend nats: nodes, partitions owned, lag of each."),
+    ] = False,
 ) -> None:
     """The daemon's health and one row per stream/key (works while the daemon runs)."""
     cfg = load_or_exit(config)
+    if cluster:
+        cli_cluster.show(cfg, as_json)
+        return
     from edgeml.cli import view
     from edgeml.store.queries import read_status
 

@@ -5,6 +5,7 @@ and show who owns which partition and how far behind each is (docs/scale.md).
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -81,15 +82,23 @@ async def _init(cfg: Config, history: int) -> str:
         await nc.close()
 
 
-@app.command()
-def status(config: ConfigOpt = Path("config.toml")) -> None:
-    """Nodes alive, the partitions each owns, and per partition the readings not yet in a
-    snapshot (stream position minus checkpoint).
+def show(cfg: Config, as_json: bool) -> None:
+    """`edgeml status --cluster`: the nodes alive, the partitions each owns, and how many of
+    them have readings after their checkpoint (what a node that takes them over re-learns).
     """
-    cfg = load_or_exit(config)
     _need_nats(cfg)
     with exit_on_error():
         nodes, owners, behind = asyncio.run(_status(cfg))
+    if as_json:
+        doc = {
+            "nodes": nodes,
+            "partitions": [
+                {"partition": p, "owner": owners.get(p), "behind": behind.get(p, 0)}
+                for p in range(cfg.nats.partitions)
+            ],
+        }
+        typer.echo(json.dumps(doc, indent=2))
+        return
     typer.echo(f"nodes: {', '.join(nodes) or '(none)'}")
     for node in nodes:
         mine = sorted(p for p, o in owners.items() if o == node)
@@ -100,8 +109,8 @@ def status(config: ConfigOpt = Path("config.toml")) -> None:
         )
     free = [p for p in range(cfg.nats.partitions) if p not in owners]
     if free:
-        typer.echo(f"unowned: {len(free)} partitions ({', '.join(map(str, free[:16]))}"
-                   f"{' ...' if len(free) > 16 else ''})")  # fmt: skip
+        shown = ", ".join(map(str, free[:16])) + (" ..." if len(free) > 16 else "")
+        typer.echo(f"unowned: {len(free)} partitions ({shown})")
 
 
 async def _status(cfg: Config) -> tuple[list[str], dict[int, str], dict[int, int]]:

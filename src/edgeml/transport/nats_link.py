@@ -4,6 +4,7 @@ go through it), and the KV operations a cluster of nodes needs, on bytes only.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import ssl
@@ -39,6 +40,10 @@ __all__ = [
 FAILURES = (nats.errors.Error, TimeoutError)
 
 
+# How long a first connection is tried before giving up.
+CONNECT_S = 5.0
+
+
 class Conflict(Exception):
     """A compare-and-set lost: another node wrote the key since we read it."""
 
@@ -57,10 +62,22 @@ async def connect(n: NatsConfig, name: str, **options: Any) -> Client:
         options["tls"] = context
     options.setdefault("max_reconnect_attempts", -1)
     options.setdefault("reconnect_time_wait", 0.5)
+    options.setdefault("error_cb", _quiet)
+    where = ", ".join(n.servers)
     try:
-        return await nats.connect(list(n.servers), name=name, **options)
+        # nats-py retries a first connection as long as a lost one: bound it.
+        async with asyncio.timeout(CONNECT_S):
+            return await nats.connect(list(n.servers), name=name, **options)
+    except TimeoutError:
+        raise TransportError(
+            f"nats: cannot connect to {where} (tried for {CONNECT_S:.0f} s)"
+        ) from None
     except (OSError, nats.errors.Error) as exc:
-        raise TransportError(f"nats: cannot connect to {', '.join(n.servers)}: {exc}") from exc
+        raise TransportError(f"nats: cannot connect to {where}: {exc}") from exc
+
+
+async def _quiet(exc: Exception) -> None:
+    """nats-py reports each failed attempt; the caller reports the outcome once."""
 
 
 def snapshot_key(partition: int, token: str) -> str:
