@@ -73,7 +73,7 @@ class NatsTransport:
         """Connect, set up the buckets, keep the leases until `shutdown`."""
         name = f"edgeml-{self.cfg.node.id}"
         nc = self.nc = await connect(
-            self.n, name, disconnected_cb=self._down, reconnected_cb=self._up
+            self.n, name, disconnected_cb=self._down, reconnected_cb=self._up, error_cb=self._error
         )
         self.connects += 1
         self.state = "connected"
@@ -106,6 +106,9 @@ class NatsTransport:
             await self.changed.wait()
             self.changed.clear()
             self.wake()
+
+    async def _error(self, exc: Exception) -> None:
+        log.warning("nats_error", error=f"{type(exc).__name__}: {exc}")
 
     async def _down(self) -> None:
         self.state = "disconnected"
