@@ -97,13 +97,13 @@ NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
 @dataclass
 class NatsServer:
     """A private nats-server with JetStream and its MQTT listener, each on a free port;
-    `mappings` (source subject -> destination) go into its config before `start`.
+    `extra` lines (the mappings `edgeml cluster init` prints) go into its config at `start`.
     """
 
     workdir: Path
     port: int = field(default_factory=free_port)
     mqtt_port: int = field(default_factory=free_port)
-    mappings: dict[str, str] = field(default_factory=dict)
+    extra: list[str] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -112,13 +112,12 @@ class NatsServer:
 
     def start(self) -> None:
         conf = self.workdir / "nats.conf"
-        maps = "".join(f'  "{src}": "{dst}"\n' for src, dst in self.mappings.items())
         conf.write_text(
             f"server_name: edgeml_test_{self.port}\n"
             f"listen: 127.0.0.1:{self.port}\n"
             f'jetstream {{ store_dir: "{self.workdir}/js" }}\n'
             f"mqtt {{ listen: 127.0.0.1:{self.mqtt_port} }}\n"
-            + (f"mappings = {{\n{maps}}}\n" if maps else "")
+            + "".join(f"{line}\n" for line in self.extra)
         )
         log = (self.workdir / "nats.log").open("ab")
         self.proc = subprocess.Popen([NATS_SERVER, "-c", str(conf)], stdout=log, stderr=log)
@@ -141,7 +140,7 @@ class NatsServer:
 
 @pytest.fixture
 def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
-    """A nats-server, not yet started (a test sets its `mappings` first)."""
+    """A nats-server, not yet started (a test sets its `extra` config first)."""
     if not Path(NATS_SERVER).exists():
         pytest.fail("nats-server is not installed (.ci/run installs it with apt)")
     workdir = tmp_path / "nats"

@@ -172,9 +172,7 @@ async def test_three_nodes_a_kill_a_pause_and_a_join_learn_every_reading_once(
 ) -> None:
     configs = {n: node_config(tmp_path, nats_server, n) for n in "abcd"}
     cfg = load(configs["a"])
-    nats_server.mappings = dict(
-        line.strip().replace('"', "").split(": ", 1) for line in server_mappings(cfg)[1:-1]
-    )
+    nats_server.extra = server_mappings(cfg)
     nats_server.start()
     init = await asyncio.to_thread(
         subprocess.run,

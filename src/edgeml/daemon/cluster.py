@@ -12,6 +12,7 @@ partition's checkpoint. A partition whose lease is lost stops at once: `fenced`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from dataclasses import dataclass
 
@@ -22,10 +23,13 @@ from edgeml.core import handover
 from edgeml.core.engine import Engine
 from edgeml.core.messages import Outgoing
 from edgeml.daemon import service
+from edgeml.daemon.commands import apply_commands
 from edgeml.daemon.service import Daemon
 from edgeml.daemon.timers import Every
 from edgeml.learn import Learner
+from edgeml.partitions import partition_of
 from edgeml.records import Delivery
+from edgeml.store import registry
 from edgeml.transport.nats import NatsTransport
 from edgeml.transport.nats_link import (
     FAILURES,
@@ -156,9 +160,46 @@ class ClusterDaemon(Daemon):
     async def _housekeep(self, engine: Engine, now: float, out: list[Outgoing]) -> None:
         await super()._housekeep(engine, now, out)
         await self._follow_leases(engine)
+        while self.nats.commands:
+            msg = self.nats.commands.popleft()
+            answer = await self._command(engine, msg.headers or {}, msg.data, out)
+            with contextlib.suppress(*FAILURES):
+                await msg.respond(json.dumps(answer).encode())
         if self._rounds.due(now):
             for p in list(self.held):
                 await self._snapshot(engine, p)
+
+    async def _command(
+        self, engine: Engine, headers: dict[str, str], blob: bytes, out: list[Outgoing]
+    ) -> dict[str, str]:
+        """Apply an `edgeml models` command for a key of ours as the single-box daemon does
+        (through the local commands table), then snapshot the key's partition, so that the
+        change survives a failover; the answer the CLI prints.
+        """
+        cmd = json.loads(headers.get("Edgeml-Command", "{}"))
+        stream, key, kind = cmd.get("stream", ""), cmd.get("key", ""), cmd.get("kind", "")
+        p = partition_of(key, self.cfg.nats.partitions)
+        own = self.nats.ownership
+        if p not in self.held or own is None or not own.valid(p):
+            return {"status": "failed", "result": f"partition {p} changed hands: try again"}
+        try:
+            if key not in self.units:
+                await self._adopt(engine, p, key)
+        except FAILURES as exc:
+            return {"status": "failed", "result": f"snapshot of {key} unreadable: {exc!r}"}
+        args = cmd.get("args", {})
+        cid = await asyncio.to_thread(
+            registry.send_command, self.cfg.db_path, kind, stream, key, args, blob or None
+        )
+        await apply_commands(self._store, engine, self.recovery, out, self._flush)
+        self._send(out)
+        done = [r for r in engine.batch.command_results if r.id == cid]
+        if not done:
+            return {"status": "failed", "result": "the command was not applied"}
+        self.units[key].dirty = True
+        if not await self._snapshot(engine, p):
+            return {"status": "failed", "result": f"applied, but partition {p} was fenced"}
+        return {"status": done[0].status, "result": json.loads(done[0].result)}
 
     async def _follow_leases(self, engine: Engine) -> None:
         own = self.nats.ownership

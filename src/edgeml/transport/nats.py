@@ -28,7 +28,7 @@ from edgeml.partitions import subject_of, topic_of
 from edgeml.records import Delivery
 from edgeml.transport.base import Listener
 from edgeml.transport.nats_leases import Ownership
-from edgeml.transport.nats_link import Client, KeyValue, connect, open_buckets
+from edgeml.transport.nats_link import Client, KeyValue, command_subject, connect, open_buckets
 
 __all__ = ["NatsTransport"]
 
@@ -60,6 +60,10 @@ class NatsTransport:
         self._sent = asyncio.Event()
         self._pending_out = asyncio.Event()
         self._listens: dict[str, Subscription] = {}
+        # `edgeml models import/rollback/retrain` for a key of a held partition, to answer
+        # (msg.respond) once applied; the daemon takes them in its learner task.
+        self.commands: collections.deque[Msg] = collections.deque()
+        self._command_subs: dict[int, Subscription] = {}
         self.changed = asyncio.Event()  # ownership has news for the daemon
         self._skip = len(self.n.stream.split(".")) + 1  # `<stream>.<partition>.` tokens
 
@@ -142,6 +146,14 @@ class NatsTransport:
         config = api.ConsumerConfig(
             deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(1, from_seq)
         )
+
+        async def on_command(msg: Msg) -> None:
+            self.commands.append(msg)
+            self.wake()
+
+        self._command_subs[partition] = await self.nc.subscribe(
+            command_subject(self.n.stream, partition), cb=on_command
+        )
         self._subs[partition] = await js.subscribe(
             f"{self.n.stream}.{partition}.>",
             stream=self.n.stream,
@@ -156,10 +168,11 @@ class NatsTransport:
         """
         self.epochs.pop(partition, None)
         self._room.set()
-        sub = self._subs.pop(partition, None)
-        if sub is not None:
-            with contextlib.suppress(nats.errors.Error, asyncio.TimeoutError):
-                await sub.unsubscribe()
+        for subs in (self._subs, self._command_subs):
+            sub = subs.pop(partition, None)
+            if sub is not None:
+                with contextlib.suppress(nats.errors.Error, asyncio.TimeoutError):
+                    await sub.unsubscribe()
 
     def current(self, token: tuple[int, int, int]) -> bool:
         """Whether a delivery comes from the running consumer of a partition still held."""

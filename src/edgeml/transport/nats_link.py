@@ -27,10 +27,12 @@ __all__ = [
     "buckets",
     "checkpoint_key",
     "cluster_view",
+    "command_subject",
     "connect",
     "kv_get",
     "kv_put",
     "open_buckets",
+    "send_command",
     "snapshot_key",
     "streams",
 ]
@@ -88,6 +90,37 @@ def snapshot_key(partition: int, token: str) -> str:
         return f"{partition}.{token}"
 
     return f"{partition}.={base64.urlsafe_b64encode(token.encode()).decode().rstrip('=')}"
+
+
+def command_subject(stream: str, partition: int) -> str:
+    """Where the owner of a partition takes `edgeml models` commands for its keys."""
+    return f"{stream}_CMD.{partition}"
+
+
+async def send_command(
+    n: NatsConfig, partition: int, command: dict[str, Any], blob: bytes | None
+) -> dict[str, Any]:
+    """Ask the owner of `partition` to apply a command; its answer (status, result).
+    TransportError when no node owns the partition or it does not answer.
+    """
+    nc = await connect(n, "edgeml-command")
+    try:
+        msg = await nc.request(
+            command_subject(n.stream, partition),
+            blob or b"",
+            timeout=30,
+            headers={"Edgeml-Command": json.dumps(command)},
+        )
+    except nats.errors.NoRespondersError:
+        raise TransportError(
+            f"nats: no node owns partition {partition} now (see `edgeml status --cluster`)"
+        ) from None
+    except nats.errors.TimeoutError:
+        raise TransportError(f"nats: the owner of partition {partition} did not answer") from None
+    finally:
+        await nc.close()
+    answer: dict[str, Any] = json.loads(msg.data)
+    return answer
 
 
 def checkpoint_key(partition: int) -> str:
