@@ -187,7 +187,7 @@ async def test_three_nodes_a_kill_a_pause_and_a_join_learn_every_reading_once(
     try:
         for n in "abc":
             nodes[n].start()
-        await _until(lambda: _all_owned(js, {"a", "b", "c"}), 60)
+        await _until(lambda: _all_owned(js, {"a", "b", "c"}, each=True), 60)
         acked: set[tuple[int, int]] = set()
         start = asyncio.Event()
         publisher = asyncio.create_task(publish(nats_server.mqtt_port, acked, start))
@@ -196,7 +196,11 @@ async def test_three_nodes_a_kill_a_pause_and_a_join_learn_every_reading_once(
         await publisher
         # Every partition owned by b, c or d and every checkpoint at its partition's newest
         # reading: all that was published is learned and in a snapshot.
-        await _until(lambda: _quiet(js), 90)
+        why: list[str] = []
+        try:
+            await _until(lambda: _quiet(js, why), 90)
+        except TimeoutError:
+            pytest.fail(f"the cluster did not settle: {why}")
         for n in "bcd":
             nodes[n].terminate()
         for n in "bcd":
@@ -221,13 +225,17 @@ async def _until(check: Any, timeout: float) -> None:
             await asyncio.sleep(0.1)
 
 
-async def _all_owned(js: Any, by: set[str]) -> bool:
+async def _all_owned(js: Any, by: set[str], each: bool = False) -> bool:
+    """Every partition owned by one of `by` (`each`: and each of them owns some)."""
     current = await owners(js)
-    return len(current) == P and set(current.values()) <= by
+    held = set(current.values())
+    return len(current) == P and (held == by if each else held <= by)
 
 
-async def _quiet(js: Any) -> bool:
+async def _quiet(js: Any, why: list[str]) -> bool:
+    """All settled; else `why` says what was still moving (for a timeout's message)."""
     if not await _all_owned(js, {"b", "c", "d"}):
+        why[:] = [f"owners: {await owners(js)}"]
         return False
     kv = await js.key_value("edgeml_snapshots")
     for p in range(P):
@@ -240,6 +248,7 @@ async def _quiet(js: Any) -> bool:
         except nats.js.errors.KeyNotFoundError:
             return False
         if mark["seq"] < newest:
+            why[:] = [f"partition {p}: checkpoint {mark['seq']} < newest {newest}"]
             return False
     return True
 

@@ -74,6 +74,9 @@ class ClusterDaemon(Daemon):
         self.units: dict[str, Unit] = {}
         self.held: dict[int, Held] = {}
         self._rounds = Every(parse_duration(cfg.models.snapshot_interval))
+        # The snapshots that matter are the rounds to KV; the local file gets one at a stop
+        # (and on eviction), not a second pickling of every model each interval.
+        self._snapshots = Every(float("inf"))
         self._levels = {s.name: s.key_level for s in cfg.stream}
         self._prefix = f"{cfg.mqtt.topic_prefix}/{cfg.node.id}/"
 
@@ -85,9 +88,7 @@ class ClusterDaemon(Daemon):
         if held is None or not self.nats.current(d.ack):
             return  # a partition given up since: its next owner reads it again
         own = self.nats.ownership
-        if own is None or not own.valid(p):
-            if own is not None:
-                own.fence(p, "lease expired before this reading")
+        if own is None or not await own.confirm(p):
             await self._drop(engine, p)
             return
         token = self._token(d.topic)
@@ -209,7 +210,7 @@ class ClusterDaemon(Daemon):
             await self._drop(engine, own.fenced.pop(0))
         while own.acquired:
             p = own.acquired.pop(0)
-            if own.valid(p):
+            if await own.confirm(p):  # else fenced: its lease lapsed before we got here
                 try:
                     await self._start(p)
                 except FAILURES as exc:
@@ -267,7 +268,8 @@ class ClusterDaemon(Daemon):
                 if unit.partition == p and unit.dirty:
                     await self._write_key(engine, p, token, unit)
             if held.position > held.checkpoint:
-                mark = {"seq": held.position, "node": self.cfg.node.id, "lease": self._check(p)}
+                lease = await self._check(p)
+                mark = {"seq": held.position, "node": self.cfg.node.id, "lease": lease}
                 value = json.dumps(mark).encode()
                 held.revision = await kv_put(kv, checkpoint_key(p), value, held.revision)
                 held.checkpoint = held.position
@@ -288,7 +290,7 @@ class ClusterDaemon(Daemon):
         missing = [sk for sk in keys if sk in engine.series and sk not in engine.learners]
         if missing:  # evicted under max_live: back from the local store, as it was
             await self.recovery.bring_back(engine, missing)
-        lease = self._check(p)
+        lease = await self._check(p)
         models = {sk[0]: engine.learners[sk] for sk in keys if sk in engine.learners}
         value = handover.encode(unit.last, self.cfg.node.id, lease, models)
         unit.revision = await kv_put(
@@ -296,17 +298,15 @@ class ClusterDaemon(Daemon):
         )
         unit.covered, unit.dirty = unit.last, False
 
-    def _check(self, p: int) -> int:
+    async def _check(self, p: int) -> int:
         """The revision of our lease on `p`; LeaseLost (and `p` fenced) if it is no longer
-        trusted: no write for a partition after its lease ran out.
+        ours: no write for a partition after its lease ran out.
         """
         own = self.nats.ownership
         assert own is not None
-        lease = own.held.get(p)
-        if lease is None or not own.valid(p):
-            own.fence(p, "lease expired during a snapshot")
+        if not await own.confirm(p):
             raise LeaseLost(p)
-        return lease.revision
+        return own.held[p].revision
 
     # -- stopping ------------------------------------------------------------------------
 

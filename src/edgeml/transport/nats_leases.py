@@ -59,12 +59,29 @@ class Ownership:
         self.fenced: list[int] = []  # lost: the daemon drops it
         self.nodes: list[str] = [node]
         self.active = True  # False while stopping: take nothing new
+        self._renewing: dict[int, asyncio.Lock] = {}
 
     def valid(self, partition: int, now: float | None = None) -> bool:
         lease = self.held.get(partition)
         if lease is None:
             return False
         return (time.monotonic() if now is None else now) < lease.sent + TRUST * self.ttl
+
+    async def confirm(self, partition: int) -> bool:
+        """Whether we may act for `partition` now: a trusted lease, or one renewed now. A
+        renewal by compare-and-set on our revision succeeds only if the entry never expired
+        (an expired entry is gone, and a new owner's has another revision), so a node that
+        was merely slow keeps its partition and one that was away is fenced.
+        """
+        if partition not in self.held:
+            return False
+        if self.valid(partition):
+            return True
+        try:
+            await self._renew(partition)
+        except (nats.errors.Error, TimeoutError) as exc:
+            self.fence(partition, f"lease not renewed: {exc!r}")
+        return self.valid(partition)
 
     def fence(self, partition: int, reason: str) -> None:
         """Stop owning a partition at once (no write for it from now on)."""
@@ -107,22 +124,23 @@ class Ownership:
         return p
 
     async def _renew(self, p: int) -> bool:
-        """Renew one lease; True if it was lost (fenced)."""
-        lease = self.held.get(p)
-        if lease is None:
+        """Renew one lease; True if it was lost (fenced). One renewal of a partition at a
+        time (the step and a `confirm` may both want it): two with the same revision would
+        fence each other.
+        """
+        async with self._renewing.setdefault(p, asyncio.Lock()):
+            lease = self.held.get(p)
+            if lease is None:
+                return False
+            sent = time.monotonic()
+            try:
+                rev = await kv_put(self.kv, f"p.{p}", self.node.encode(), lease.revision)
+            except Conflict:
+                self.fence(p, "lease expired or taken by another node")
+                return True
+            if self.held.get(p) is lease:  # not fenced nor handed over meanwhile
+                self.held[p] = Lease(p, rev, sent)
             return False
-        if not self.valid(p):
-            self.fence(p, "lease expired before it was renewed")
-            return True
-        sent = time.monotonic()
-        try:
-            rev = await kv_put(self.kv, f"p.{p}", self.node.encode(), lease.revision)
-        except Conflict:
-            self.fence(p, "lease taken by another node")
-            return True
-        if self.held.get(p) is lease:  # not fenced nor handed over meanwhile
-            self.held[p] = Lease(p, rev, sent)
-        return False
 
     async def _members(self) -> None:
         try:
