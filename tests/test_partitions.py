@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from edgeml.partitions import assign, fnv1a32, mapping, partition_of, subject_of, topic_of
+from edgeml.partitions import (
+    assign,
+    fnv1a32,
+    mapping,
+    matches,
+    partition_of,
+    subject_of,
+    topic_of,
+)
 
 
 def test_fnv1a_is_the_published_function() -> None:
@@ -42,3 +50,9 @@ def test_mapping_partitions_by_the_key_level() -> None:
 def test_topics_and_subjects() -> None:
     assert subject_of("sensors/dev1/telemetry") == "sensors.dev1.telemetry"
     assert topic_of("sensors.dev1.telemetry") == "sensors/dev1/telemetry"
+
+
+def test_a_topic_matches_the_filter_of_its_stream() -> None:
+    assert matches("sensors/+/telemetry", "sensors/dev1/telemetry")
+    assert not matches("sensors/+/telemetry", "sensors/dev1/status")
+    assert not matches("sensors/+/telemetry", "sensors/dev1/telemetry/x")

@@ -15,6 +15,7 @@ __all__ = [
     "assign",
     "fnv1a32",
     "mapping",
+    "matches",
     "partition_of",
     "subject_of",
     "topic_of",
@@ -48,6 +49,14 @@ def assign(partitions: int, nodes: Iterable[str]) -> dict[int, str]:
     if not live:
         return {}
     return {p: max(live, key=lambda n: _weight(n, p)) for p in range(partitions)}
+
+
+def matches(topic_filter: str, topic: str) -> bool:
+    """An MQTT filter of `+` levels (a cluster's filters have no `#`) against a topic."""
+    levels, want = topic.split("/"), topic_filter.split("/")
+    return len(levels) == len(want) and all(
+        w in ("+", t) for w, t in zip(want, levels, strict=True)
+    )
 
 
 def subject_of(topic: str) -> str:

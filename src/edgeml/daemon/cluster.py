@@ -27,7 +27,7 @@ from edgeml.daemon.commands import apply_commands
 from edgeml.daemon.service import Daemon
 from edgeml.daemon.timers import Every
 from edgeml.learn import Learner
-from edgeml.partitions import partition_of
+from edgeml.partitions import matches, partition_of
 from edgeml.records import Delivery
 from edgeml.store import registry
 from edgeml.transport.nats import NatsTransport
@@ -77,8 +77,17 @@ class ClusterDaemon(Daemon):
         # The snapshots that matter are the rounds to KV; the local file gets one at a stop
         # (and on eviction), not a second pickling of every model each interval.
         self._snapshots = Every(float("inf"))
-        self._levels = {s.name: s.key_level for s in cfg.stream}
+        # Each topic filter and the level of its key: what the server partitions by.
+        self._levels = [(t, s.key_level) for s in cfg.stream for t in s.topics]
         self._prefix = f"{cfg.mqtt.topic_prefix}/{cfg.node.id}/"
+
+    def status(self) -> str:
+        """The single-box line, with the NATS servers and our partitions for the broker."""
+        m, servers = self.cfg.mqtt, ",".join(self.cfg.nats.servers)
+        line = super().status().replace(f"at {m.host}:{m.port}", f"at {servers}")
+        return line.replace(
+            f"broker {m.host}:{m.port}", f"{len(self.held)} partitions of {servers}"
+        )
 
     # -- one delivery --------------------------------------------------------------------
 
@@ -111,22 +120,23 @@ class ClusterDaemon(Daemon):
         held.position = seq
 
     def _token(self, topic: str) -> str | None:
-        levels = topic.split("/")
-        for level in self._levels.values():
-            if level is not None and level < len(levels):
-                return levels[level]
+        """The key the server partitioned this reading by."""
+        for topic_filter, level in self._levels:
+            if level is not None and matches(topic_filter, topic):
+                return topic.split("/")[level]
         return None
 
     def _publish_once(self, out: list[Outgoing], first: int, token: str, seq: int) -> None:
-        """Send what this reading caused, each with an id the output stream dedupes on:
-        `stream:key:seq` (and the topic's tail for what is not a prediction).
+        """Send what this reading caused, each with an id the output stream dedupes on: a
+        prediction's is `stream:key:seq`; any other message's its topic after the node,
+        `:key:seq` and its place among what the reading caused (`events:dev1:812:1`).
         """
-        for topic, payload, _, _ in out[first:]:
+        for i, (topic, payload, _, _) in enumerate(out[first:]):
             tail = topic.removeprefix(self._prefix).split("/")
             if len(tail) == 3 and tail[2] == "prediction":
                 msg_id = f"{tail[0]}:{token}:{seq}"
             else:
-                msg_id = f"{'/'.join(tail)}:{token}:{seq}"
+                msg_id = f"{'/'.join(tail)}:{token}:{seq}:{i}"
             if payload.startswith(b"{"):  # the id in the message too, for MQTT consumers
                 tagged = b'{"id":"%s",%s' % (msg_id.encode(), payload[1:])
                 self.nats.publish_once(topic, tagged, msg_id)
@@ -181,7 +191,7 @@ class ClusterDaemon(Daemon):
         stream, key, kind = cmd.get("stream", ""), cmd.get("key", ""), cmd.get("kind", "")
         p = partition_of(key, self.cfg.nats.partitions)
         own = self.nats.ownership
-        if p not in self.held or own is None or not own.valid(p):
+        if p not in self.held or own is None or not await own.confirm(p):
             return {"status": "failed", "result": f"partition {p} changed hands: try again"}
         try:
             if key not in self.units:
@@ -287,9 +297,11 @@ class ClusterDaemon(Daemon):
     async def _write_key(self, engine: Engine, p: int, token: str, unit: Unit) -> None:
         assert self.nats.snapshots is not None
         keys = [(name, token) for name in engine.streams]
-        missing = [sk for sk in keys if sk in engine.series and sk not in engine.learners]
-        if missing:  # evicted under max_live: back from the local store, as it was
-            await self.recovery.bring_back(engine, missing)
+        for sk in keys:  # evicted under max_live: back as it was unloaded
+            if sk in engine.models.parked:
+                engine.models.get(*sk)
+            elif sk in engine.series and sk not in engine.learners:
+                await self.recovery.bring_back(engine, [sk])
         lease = await self._check(p)
         models = {sk[0]: engine.learners[sk] for sk in keys if sk in engine.learners}
         value = handover.encode(unit.last, self.cfg.node.id, lease, models)

@@ -156,12 +156,13 @@ class Ownership:
         """Delete our lease (after the daemon snapshotted the partition): the node it is
         meant for takes it at its next step.
         """
-        lease = self.held.pop(partition, None)
-        self.release.discard(partition)
-        if lease is None:
-            return
-        with contextlib.suppress(nats.errors.Error, Conflict):
-            await self.kv.delete(f"p.{partition}", last=lease.revision)
+        async with self._renewing.setdefault(partition, asyncio.Lock()):
+            lease = self.held.pop(partition, None)
+            self.release.discard(partition)
+            if lease is None:
+                return
+            with contextlib.suppress(nats.errors.Error):
+                await self.kv.delete(f"p.{partition}", last=lease.revision)
         log.info("partition_released", partition=partition, node=self.node)
 
     async def leave(self) -> None:
