@@ -94,14 +94,13 @@ class Ownership:
         """Renew, heartbeat, look at the members, take free partitions meant for us and mark
         ours meant for others; True when something changed for the daemon.
         """
-        # All at once, pipelined on the one connection: a step must stay far below the TTL.
-        renewed = await asyncio.gather(*(self._renew(p) for p in list(self.held)))
+        # All at once, pipelined on the one connection: a step must stay far below the TTL
+        # even when each of its waits queues behind the learner.
+        beat = [self._beat()] if self.active else []
+        renewed = await asyncio.gather(*(self._renew(p) for p in list(self.held)), *beat)
         changed = any(renewed)
         if not self.active:
             return changed
-        await asyncio.gather(
-            self.kv.put(f"node.{self.node}", str(time.time()).encode()), self._members()
-        )
         targets = assign(self.n.partitions, self.nodes)
         for p, owner in targets.items():
             if owner != self.node and p in self.held and p not in self.release:
@@ -113,6 +112,13 @@ class Ownership:
             self.acquired += won
             log.info("partitions_acquired", node=self.node, partitions=won)
         return changed or bool(won)
+
+    async def _beat(self) -> bool:
+        """Say we are alive, and see who else is."""
+        await asyncio.gather(
+            self.kv.put(f"node.{self.node}", str(time.time()).encode()), self._members()
+        )
+        return False
 
     async def _take(self, p: int) -> int | None:
         sent = time.monotonic()
