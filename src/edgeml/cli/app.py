@@ -73,6 +73,8 @@ def check(config: ConfigOpt = Path("config.toml")) -> None:
 def run(config: ConfigOpt = Path("config.toml")) -> None:
     """Run the daemon in the foreground until SIGTERM or Ctrl-C (what systemd runs)."""
     cfg = load_or_exit(config)
+    if cfg.ingest.backend == "nats":
+        cli_cluster.need_nats(cfg)
     from edgeml import logs
     from edgeml.daemon import (
         service as daemon,  # the daemon pulls in River: only commands that learn pay

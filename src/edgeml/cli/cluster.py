@@ -5,6 +5,7 @@ and show who owns which partition and how far behind each is (docs/scale.md).
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 from pathlib import Path
 from typing import Annotated
@@ -39,9 +40,12 @@ def server_mappings(cfg: Config) -> list[str]:
     return [*lines, "}"]
 
 
-def _need_nats(cfg: Config) -> None:
+def need_nats(cfg: Config) -> None:
+    """Exit with a clear message unless the config is a cluster's and nats-py is there."""
     if cfg.ingest.backend != "nats":
         raise fail(f"{cfg.source}: ingest.backend is 'mqtt': the cluster commands need 'nats'")
+    if importlib.util.find_spec("nats") is None:
+        raise fail("ingest.backend = 'nats' needs nats-py: pip install 'edgeml[nats]'")
 
 
 @app.command()
@@ -55,7 +59,7 @@ def init(
     and snapshot buckets; print the server-config mapping that feeds the stream.
     """
     cfg = load_or_exit(config)
-    _need_nats(cfg)
+    need_nats(cfg)
     with exit_on_error():
         version = asyncio.run(_init(cfg, history))
     n = cfg.nats
@@ -86,7 +90,7 @@ def show(cfg: Config, as_json: bool) -> None:
     """`edgeml status --cluster`: the nodes alive, the partitions each owns, and how many of
     them have readings after their checkpoint (what a node that takes them over re-learns).
     """
-    _need_nats(cfg)
+    need_nats(cfg)
     with exit_on_error():
         nodes, owners, behind = asyncio.run(_status(cfg))
     if as_json:

@@ -31,7 +31,10 @@ def _to_owner(
     """backend nats: the command goes to the node that owns the key's partition, which
     applies it, snapshots the key and answers.
     """
+    from edgeml.cli.cluster import need_nats
     from edgeml.partitions import partition_of
+
+    need_nats(cfg)
     from edgeml.transport.nats_link import send_command
 
     command = {"kind": kind, "stream": stream, "key": key, "args": args}
