@@ -64,8 +64,7 @@ class NatsTransport:
         # (msg.respond) once applied; the daemon takes them in its learner task.
         self.commands: collections.deque[Msg] = collections.deque()
         self._command_subs: dict[int, Subscription] = {}
-        self.changed = asyncio.Event()  # ownership has news for the daemon
-        self._skip = len(self.n.stream.split(".")) + 1  # `<stream>.<partition>.` tokens
+        self._sender: asyncio.Task[None] | None = None
 
     @property
     def max_unacked(self) -> int:
@@ -84,32 +83,25 @@ class NatsTransport:
         js = nc.jetstream()
         leases, self.snapshots = await open_buckets(js, self.n)
         self.ownership = Ownership(leases, self.n, self.cfg.node.id)
-        sender = asyncio.create_task(self._send_loop(), name="nats-out")
+        self._sender = asyncio.create_task(self._send_loop(), name="nats-out")
         self.publish(self.cfg.status_topic, b"online")
         log.info("nats_connected", servers=list(self.n.servers), stream=self.n.stream,
                  node=self.cfg.node.id)  # fmt: skip
         self.subscribed.set()
         stop_leases = asyncio.Event()
-        leases_task = asyncio.create_task(self.ownership.run(stop_leases, self.changed))
-        watch = asyncio.create_task(self._relay_changes(shutdown))
+        # The daemon learns of partitions won, to release or lost when its wait ends.
+        leases_task = asyncio.create_task(self.ownership.run(stop_leases, self.wake))
         try:
             await shutdown.wait()
         finally:
             stop_leases.set()
             await leases_task
-            watch.cancel()
             self.publish(self.cfg.status_topic, b"offline")
             await self.flush()
-            sender.cancel()
+            self._sender.cancel()
             with contextlib.suppress(nats.errors.Error):
                 await nc.drain()
             self.state = "disconnected"
-
-    async def _relay_changes(self, shutdown: asyncio.Event) -> None:
-        while not shutdown.is_set():
-            await self.changed.wait()
-            self.changed.clear()
-            self.wake()
 
     async def _error(self, exc: Exception) -> None:
         log.warning("nats_error", error=f"{type(exc).__name__}: {exc}")
@@ -138,7 +130,7 @@ class NatsTransport:
             if self.epochs.get(partition) != epoch:
                 return
             seq = msg.metadata.sequence.stream
-            topic = topic_of(msg.subject.split(".", self._skip)[-1])
+            topic = topic_of(msg.subject.split(".", 2)[2])  # after `<stream>.<partition>.`
             self.received += 1
             self.inbox.append(Delivery(topic, msg.data, time.time(), (partition, seq, epoch), seq))
             self.wake()
@@ -203,7 +195,7 @@ class NatsTransport:
 
     async def flush(self) -> None:
         """Return once every queued output has reached the server."""
-        while self._out:
+        while self._out and self._sender is not None and not self._sender.done():
             self._sent.clear()
             await self._sent.wait()
         if self.nc is not None and self.nc.is_connected:
@@ -217,7 +209,10 @@ class NatsTransport:
             self._pending_out.clear()
             while self._out:
                 subject, payload, headers = self._out[0]
-                await self.nc.publish(subject, payload, headers=headers)
+                try:
+                    await self.nc.publish(subject, payload, headers=headers)
+                except nats.errors.Error as exc:  # closed: what is left is never sent
+                    log.warning("nats_publish_failed", subject=subject, error=str(exc))
                 self._out.popleft()
             self._sent.set()
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import nats.errors
@@ -177,17 +178,17 @@ class Ownership:
         with contextlib.suppress(nats.errors.Error):
             await self.kv.delete(f"node.{self.node}")
 
-    async def run(self, stop: asyncio.Event, wake: asyncio.Event) -> None:
-        """Step every quarter of the TTL until `stop`; set `wake` when the daemon has work."""
+    async def run(self, stop: asyncio.Event, wake: Callable[[], None]) -> None:
+        """Step every quarter of the TTL until `stop`; `wake` when the daemon has work."""
         while not stop.is_set():
             try:
                 if await self.step():
-                    wake.set()
+                    wake()
             except (TimeoutError, nats.errors.Error) as exc:
                 log.warning("lease_step_failed", node=self.node, error=str(exc))
                 for p in list(self.held):
                     if not self.valid(p):
                         self.fence(p, "lease expired: the servers did not answer")
-                        wake.set()
+                        wake()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.ttl / 4)
