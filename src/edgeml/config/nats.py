@@ -9,20 +9,8 @@ from typing import Annotated, Literal, Protocol
 
 from pydantic import Field, StrictInt, field_validator, model_validator
 
-from edgeml.config.base import Duration, Frozen, PositiveDuration, parse_duration
+from edgeml.config.base import Frozen, PositiveDuration, parse_duration
 from edgeml.partitions import mapping
-
-
-class _Stream(Protocol):
-    """What check_cluster reads of a StreamConfig."""
-
-    @property
-    def key_level(self) -> int | None: ...
-    @property
-    def join_window_s(self) -> float: ...
-    @property
-    def topics(self) -> tuple[str, ...]: ...
-
 
 __all__ = ["IngestConfig", "NatsConfig", "NatsTlsConfig", "check_cluster"]
 
@@ -76,7 +64,7 @@ class NatsConfig(Frozen):
 
     @field_validator("lease_ttl")
     @classmethod
-    def _ttl(cls, v: Duration) -> str:
+    def _ttl(cls, v: str) -> str:
         if parse_duration(v) < 1:
             raise ValueError("must be at least '1s' (renewals go out every quarter of it)")
         return v
@@ -96,6 +84,17 @@ class NatsConfig(Frozen):
     @property
     def dedup_window_s(self) -> float:
         return parse_duration(self.dedup_window)
+
+
+class _Stream(Protocol):
+    """What check_cluster reads of a StreamConfig."""
+
+    @property
+    def key_level(self) -> int | None: ...
+    @property
+    def join_window_s(self) -> float: ...
+    @property
+    def topics(self) -> tuple[str, ...]: ...
 
 
 def check_cluster(streams: Sequence[_Stream], nats: NatsConfig) -> None:
