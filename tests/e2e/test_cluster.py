@@ -291,7 +291,7 @@ async def _check(
     stored = {(int(k[1:]), int(r["n"])) for k, rows in by_key.items() for _, r in rows}
     # 1. Every PUBACKed reading is in the stream once, in each device's order.
     assert acked <= stored
-    assert len(acked) > DEVICES * READINGS * 0.9
+    assert len(acked) == DEVICES * READINGS  # loopback: every publish is acknowledged
     for rows in by_key.values():
         ns = [int(r["n"]) for _, r in rows]
         assert ns == sorted(set(ns))
