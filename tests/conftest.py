@@ -91,6 +91,65 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
     b.stop()
 
 
+NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
+
+
+@dataclass
+class NatsServer:
+    """A private nats-server with JetStream and its MQTT listener, each on a free port;
+    `extra` lines (the mappings `edgeml cluster init` prints) go into its config at `start`.
+    """
+
+    workdir: Path
+    port: int = field(default_factory=free_port)
+    mqtt_port: int = field(default_factory=free_port)
+    extra: list[str] = field(default_factory=list)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        conf = self.workdir / "nats.conf"
+        conf.write_text(
+            f"server_name: edgeml_test_{self.port}\n"
+            f"listen: 127.0.0.1:{self.port}\n"
+            f'jetstream {{ store_dir: "{self.workdir}/js" }}\n'
+            f"mqtt {{ listen: 127.0.0.1:{self.mqtt_port} }}\n"
+            + "".join(f"{line}\n" for line in self.extra)
+        )
+        log = (self.workdir / "nats.log").open("ab")
+        self.proc = subprocess.Popen([NATS_SERVER, "-c", str(conf)], stdout=log, stderr=log)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.mqtt_port), 0.2),
+            ):
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"nats-server did not listen on {self.mqtt_port}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    """A nats-server, not yet started (a test sets its `extra` config first)."""
+    if not Path(NATS_SERVER).exists():
+        pytest.fail("nats-server is not installed (.ci/run installs it with apt)")
+    workdir = tmp_path / "nats"
+    workdir.mkdir()
+    server = NatsServer(workdir)
+    yield server
+    server.stop()
+
+
 def unavailable(message: str, required_by: str) -> NoReturn:
     """Skip a test that needs what this machine lacks, or fail it where .ci/run requires it
     (it sets `required_by`, an EDGEML_REQUIRE_* variable, to 1).

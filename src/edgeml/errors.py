@@ -23,3 +23,7 @@ class DiskFull(StoreError):
         super().__init__(message)
         self.path = path
         self.free_bytes = free_bytes
+
+
+class TransportError(EdgemlError):
+    """The message source (a NATS cluster) cannot be reached or set up."""

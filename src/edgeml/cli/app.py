@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edgeml import __version__
+from edgeml.cli import cluster as cli_cluster
 from edgeml.cli import decode as cli_decode
 from edgeml.cli import ha as cli_ha
 from edgeml.cli import models as cli_models
@@ -57,16 +58,23 @@ def check(config: ConfigOpt = Path("config.toml")) -> None:
     cfg = load_or_exit(config)
     for warning in warnings_for(cfg):
         err.print(f"warning: {warning}", markup=False, highlight=False)
-    typer.echo(
-        f"{config}: ok ({len(cfg.stream)} stream{'s' if len(cfg.stream) != 1 else ''}, "
-        f"broker {cfg.mqtt.host}:{cfg.mqtt.port}, state {cfg.db_path})"
-    )
+    n = len(cfg.stream)
+    source = f"broker {cfg.mqtt.host}:{cfg.mqtt.port}"
+    if cfg.ingest.backend == "nats":
+        nats = cfg.nats
+        source = (
+            f"nats {','.join(nats.servers)}, stream {nats.stream} with {nats.partitions} "
+            "partitions (fixed for the life of the stream)"
+        )
+    typer.echo(f"{config}: ok ({n} stream{'s' if n != 1 else ''}, {source}, state {cfg.db_path})")
 
 
 @app.command()
 def run(config: ConfigOpt = Path("config.toml")) -> None:
     """Run the daemon in the foreground until SIGTERM or Ctrl-C (what systemd runs)."""
     cfg = load_or_exit(config)
+    if cfg.ingest.backend == "nats":
+        cli_cluster.need_nats(cfg)
     from edgeml import logs
     from edgeml.daemon import (
         service as daemon,  # the daemon pulls in River: only commands that learn pay
@@ -76,7 +84,12 @@ def run(config: ConfigOpt = Path("config.toml")) -> None:
     for warning in warnings_for(cfg):
         daemon.log.warning("config_warning", detail=warning)
     try:
-        asyncio.run(daemon.run(cfg))
+        if cfg.ingest.backend == "nats":
+            from edgeml.daemon import cluster
+
+            asyncio.run(cluster.run(cfg))
+        else:
+            asyncio.run(daemon.run(cfg))
     except* EdgemlError as group:
         for exc in group.exceptions:
             daemon.log.error("fatal", error=str(exc))
@@ -132,9 +145,16 @@ def status(
     watch: Annotated[
         bool, typer.Option("--watch", help="A live view, refreshed every second (Ctrl-C ends).")
     ] = False,
+    cluster: Annotated[
+        bool,
+        typer.Option("--cluster", help="backend nats: nodes, partitions owned, lag of each."),
+    ] = False,
 ) -> None:
     """The daemon's health and one row per stream/key (works while the daemon runs)."""
     cfg = load_or_exit(config)
+    if cluster:
+        cli_cluster.show(cfg, as_json)
+        return
     from edgeml.cli import view
     from edgeml.store.queries import read_status
 
@@ -310,6 +330,7 @@ app.command()(cli_tools.replay)
 app.command()(cli_tools.simulate)
 app.add_typer(cli_models.app, name="models")
 app.add_typer(cli_ha.app, name="ha")
+app.add_typer(cli_cluster.app, name="cluster")
 
 
 def main() -> None:

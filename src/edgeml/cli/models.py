@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -22,6 +23,27 @@ app = typer.Typer(
     # Help is plain text: with rich markup, `pip install 'edgeml[report]'` lost `[report]`.
     rich_markup_mode=None,
 )
+
+
+def _to_owner(
+    cfg: Config, kind: str, stream: str, key: str, args: dict[str, Any], blob: bytes | None = None
+) -> None:
+    """backend nats: the command goes to the node that owns the key's partition, which
+    applies it, snapshots the key and answers.
+    """
+    from edgeml.cli.cluster import need_nats
+    from edgeml.partitions import partition_of
+
+    need_nats(cfg)
+    from edgeml.transport.nats_link import send_command
+
+    command = {"kind": kind, "stream": stream, "key": key, "args": args}
+    p = partition_of(key, cfg.nats.partitions)
+    with exit_on_error():
+        answer = asyncio.run(send_command(cfg.nats, p, command, blob))
+    if answer.get("status") != "done":
+        raise fail(f"{kind} of {stream}/{key} failed: {answer.get('result')}")
+    typer.echo(answer.get("result"))
 
 
 def _report(cfg: Config, command_id: int, what: str) -> None:
@@ -172,6 +194,8 @@ def import_(
     err.print(
         "note: a bundle is a pickle, and loading a pickle runs code: import only bundles you trust"
     )
+    if cfg.ingest.backend == "nats":
+        return _to_owner(cfg, "import", stream, key, {"bundle": str(bundle)}, blob)
     with exit_on_error():
         command_id = send_command(cfg.db_path, "import", stream, key, {"bundle": str(bundle)}, blob)
     _report(cfg, command_id, f"import of {stream}/{key}")
@@ -188,6 +212,8 @@ def rollback(
     from edgeml.store.registry import list_versions, send_command
 
     stream, key = split_target(target)
+    if cfg.ingest.backend == "nats":  # the owner has the versions
+        return _to_owner(cfg, "rollback", stream, key, {"to": to})
     with exit_on_error():
         versions = [v["version"] for v in list_versions(cfg.db_path, stream) if v["key"] == key]
         if to not in versions:
@@ -214,6 +240,8 @@ def retrain(
     from edgeml.store.registry import list_versions, send_command
 
     stream, key = split_target(target)
+    if cfg.ingest.backend == "nats":
+        return _to_owner(cfg, "retrain", stream, key, {"samples": samples})
     with exit_on_error():
         if not any(v["key"] == key for v in list_versions(cfg.db_path, stream)):
             raise fail(f"{target}: no such model (see `edgeml models list`)")

@@ -23,6 +23,7 @@ from edgeml.config.model import (
     TlsConfig,
     parse_duration,
 )
+from edgeml.config.nats import IngestConfig, NatsConfig
 
 __all__ = [
     "DEFAULT_PRESET",
@@ -35,9 +36,11 @@ __all__ = [
     "ForecastConfig",
     "HomeAssistantConfig",
     "HttpConfig",
+    "IngestConfig",
     "LogConfig",
     "ModelsConfig",
     "MqttConfig",
+    "NatsConfig",
     "NodeConfig",
     "RetrainConfig",
     "StoreConfig",

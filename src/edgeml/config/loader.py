@@ -60,6 +60,8 @@ def _format(path: Path, exc: ValidationError) -> str:
             key, sep, rest = msg.partition(": ")
             if sep and key in _known_keys(Config, (*loc, key)):
                 dotted, msg = f"{dotted}.{key}", rest
+            elif sep and not loc and key.split(".")[0] in Config.model_fields:
+                dotted, msg = key, rest  # a check across tables names its own key
         lines.append(f"{path}: {dotted}: {msg}")
     return "\n".join(lines)
 
@@ -114,7 +116,7 @@ def warnings_for(cfg: Config) -> list[str]:
             )
     for i, stream in enumerate(cfg.stream):
         out.extend(_anomaly_warnings(cfg.source, i, stream))
-    if cfg.mqtt.host in ("localhost", "127.0.0.1", "::1"):
+    if cfg.ingest.backend == "mqtt" and cfg.mqtt.host in ("localhost", "127.0.0.1", "::1"):
         out.extend(_local_broker_warnings(Path("/etc/mosquitto/mosquitto.conf"), cfg.mqtt.port))
     return out
 

@@ -21,6 +21,7 @@ from edgeml.config.base import Frozen as _Frozen
 from edgeml.config.base import PositiveDuration, parse_duration
 from edgeml.config.homeassistant import HomeAssistantConfig, StreamHomeAssistant
 from edgeml.config.http import HttpConfig
+from edgeml.config.nats import IngestConfig, NatsConfig, check_cluster
 from edgeml.config.payloads import (
     check_field,
     check_filters,
@@ -348,6 +349,8 @@ class Config(_Frozen):
     log: LogConfig = LogConfig()
     homeassistant: HomeAssistantConfig = HomeAssistantConfig()
     http: HttpConfig = HttpConfig()
+    ingest: IngestConfig = IngestConfig()
+    nats: NatsConfig = NatsConfig()
     stream: tuple[StreamConfig, ...]
     source: Path = Path("config.toml")
 
@@ -363,6 +366,15 @@ class Config(_Frozen):
         if dupes:
             raise ValueError(f"stream names must be unique: {', '.join(dupes)} used twice")
         return v
+
+    @model_validator(mode="after")
+    def _cluster(self) -> Config:
+        if self.ingest.backend == "nats":
+            try:
+                check_cluster(self.stream, self.nats)
+            except ValueError as exc:
+                raise ValueError(f"stream.{exc}") from None
+        return self
 
     @property
     def client_id(self) -> str:

@@ -80,6 +80,11 @@ class LiveModels:
             self.evictions += 1
             yield self.learners.popitem(last=False)
 
+    def drop(self, sk: SeriesKey) -> None:
+        """Forget a model without a snapshot (a cluster node gave its key to another node)."""
+        self.learners.pop(sk, None)
+        self.parked.pop(sk, None)
+
     def park(self, sk: SeriesKey, snap: Snapshot, batch_number: int) -> None:
         self.parked[sk] = (snap, batch_number)
 

@@ -374,13 +374,13 @@ class Daemon:
                 self._batches.task_done()
 
 
-async def run(cfg: Config, stop: asyncio.Event | None = None) -> None:
+async def run(cfg: Config, stop: asyncio.Event | None = None, daemon: Daemon | None = None) -> None:
     """Run the daemon until SIGTERM/SIGINT (or `stop`), then drain, commit, ack and leave.
 
     SIGHUP re-reads the config file (`Daemon.reload`).
     """
     stop = stop or asyncio.Event()
-    daemon = Daemon(cfg)
+    daemon = daemon or Daemon(cfg)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, _on_signal, sig, stop, daemon)
