@@ -67,6 +67,7 @@ topic = "sensors/+/telemetry"
 key = "topic:1"
 target = "temperature"
 features = ["humidity", "load"]
+model = "linear"
 timestamp = "ts"
 
 [[stream]]
