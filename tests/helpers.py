@@ -15,11 +15,12 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from edgeml.config import Config, load
-from tests.conftest import TELEMETRY, Broker, free_port, publish_all
+from tests.conftest import TELEMETRY, Broker, free_port, publish_all, wait_for
 
 
 def telemetry(n: int, devices: int = 3, start: int = 0) -> list[tuple[str, bytes]]:
@@ -29,6 +30,25 @@ def telemetry(n: int, devices: int = 3, start: int = 0) -> list[tuple[str, bytes
         body = {"i": i, "h": h, "t": 0.5 * h + 3}
         out.append((f"sensors/dev{i % devices}/telemetry", json.dumps(body).encode()))
     return out
+
+
+async def read_all(js: Any, stream: str, subjects: list[str]) -> list[Any]:
+    """Every message of a JetStream stream, in stream order (ordered consumers, one per
+    subject; together they must cover the stream).
+    """
+    total = (await js.stream_info(stream)).state.messages
+    got: list[Any] = []
+
+    async def collect(msg: Any) -> None:
+        got.append(msg)
+
+    subs = [
+        await js.subscribe(s, stream=stream, cb=collect, ordered_consumer=True) for s in subjects
+    ]
+    await wait_for(lambda: len(got) >= total, 60)
+    for sub in subs:
+        await sub.unsubscribe()
+    return sorted(got, key=lambda m: m.metadata.sequence.stream)
 
 
 async def publish_paced(broker: Broker, messages: list[tuple[str, bytes]], per_s: float) -> None:

@@ -35,7 +35,10 @@ class Delivery(NamedTuple):
     when it delivers the same message again (MQTT: the packet id), stored with the sample;
     `redelivered` says the transport knows this may be a repeat (MQTT: the DUP flag).
     `retained` says the broker sent a state it kept, not a new reading (MQTT: the retain
-    flag, set on what a new subscription is sent).
+    flag, set on what a new subscription is sent). `origin` is the reading's place in a log
+    that every node reads alike (JetStream: its stream sequence; MQTT: None): what it causes
+    is named after it, so that a node learning it again after a failover publishes nothing
+    twice.
     """
 
     topic: str
@@ -45,6 +48,7 @@ class Delivery(NamedTuple):
     dedup: int | None = None
     redelivered: bool = False
     retained: bool = False
+    origin: int | None = None
 
 
 class RejectReason(StrEnum):

@@ -28,7 +28,8 @@ from edgeml.core import handover
 from edgeml.learn import Learner
 from edgeml.partitions import partition_of
 from edgeml.records import Sample
-from tests.conftest import DaemonProcess, NatsServer, wait_for
+from tests.conftest import DaemonProcess, NatsServer
+from tests.helpers import read_all
 
 P = 64
 TTL_S = 3.0
@@ -144,23 +145,6 @@ async def owners(js: Any) -> dict[int, str]:
         with contextlib.suppress(nats.js.errors.KeyNotFoundError):
             out[p] = (await kv.get(f"p.{p}")).value.decode()
     return out
-
-
-async def read_all(js: Any, stream: str, subjects: list[str]) -> list[Any]:
-    """Every message of a stream, in stream order (ordered consumers, one per subject)."""
-    total = (await js.stream_info(stream)).state.messages
-    got: list[Any] = []
-
-    async def collect(msg: Any) -> None:
-        got.append(msg)
-
-    subs = [
-        await js.subscribe(s, stream=stream, cb=collect, ordered_consumer=True) for s in subjects
-    ]
-    await wait_for(lambda: len(got) >= total, 60)
-    for sub in subs:
-        await sub.unsubscribe()
-    return sorted(got, key=lambda m: m.metadata.sequence.stream)
 
 
 def events(node: DaemonProcess, name: str) -> list[dict[str, Any]]:

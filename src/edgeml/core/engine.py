@@ -215,7 +215,7 @@ class Engine:
             topic = msg.prediction_topic(self._topic_prefix, sample.stream, sample.key)
             out.append(Outgoing(topic, msg.prediction_message(outcome)))
         if outcome.episode is not None:
-            self._episode(outcome, outcome.episode, publish=stream.publish != "none")
+            self._episode(outcome, outcome.episode, stream.publish != "none", d.origin)
         if outcome.drift is not None:
             ev = asdict(outcome.drift)
             self._record("drift", ev)
@@ -238,15 +238,18 @@ class Engine:
                              seq=seq, error=learner.error, exc_info=exc)  # fmt: skip
         return outcome
 
-    def _episode(self, outcome: Outcome, ep: Episode, publish: bool) -> None:
+    def _episode(self, outcome: Outcome, ep: Episode, publish: bool, origin: int | None) -> None:
         """Record an anomaly episode's announcement; its messages go out once it is
-        committed, so a kill before the commit cannot announce it twice.
+        committed, so a kill before the commit cannot announce it twice. In NATS mode
+        (`origin`: the reading's stream sequence) they are named after the reading, so the
+        output stream drops them when a new owner learns the reading again.
         """
         s = outcome.sample
         fields = msg.episode_fields(ep, s.stream, s.key, outcome.seq, s.ts, outcome.model_version)
         self._record("anomaly", fields)
         if publish and ep.published:
-            self.batch.after_commit += msg.episode_messages(self._topic_prefix, ep, fields)
+            ref = None if origin is None else f"{s.stream}:{s.key}:{origin}"
+            self.batch.after_commit += msg.episode_messages(self._topic_prefix, ep, fields, ref)
         log.info("anomaly", **fields)
 
     def _model_event(self, lr: Learner, ev: ModelEvent, out: list[Outgoing]) -> None:

@@ -22,12 +22,15 @@ __all__ = [
 
 
 class Outgoing(NamedTuple):
-    """A message to publish; `retain` asks the broker to keep it for later subscribers."""
+    """A message to publish; `retain` asks the broker to keep it for later subscribers;
+    `msg_id` (NATS mode) names it for the output stream, which keeps only its first copy.
+    """
 
     topic: str
     payload: bytes
     qos: int = 0
     retain: bool = False
+    msg_id: str | None = None
 
 
 _compact = json.JSONEncoder(separators=(",", ":")).encode
@@ -122,14 +125,25 @@ def episode_fields(
             "published": ep.published, "model_version": model_version}  # fmt: skip
 
 
-def episode_messages(prefix: str, ep: Episode, fields: dict[str, Any]) -> list[Outgoing]:
+def episode_messages(
+    prefix: str, ep: Episode, fields: dict[str, Any], ref: str | None = None
+) -> list[Outgoing]:
     """`<prefix>/<stream>/<key>/anomaly` (new, update, end) and, when an episode begins or
     ends, the retained `.../anomaly/state` ON or OFF (what Home Assistant's binary sensor
     shows after a restart).
+
+    `ref` (NATS mode): `stream:key:seq` of the reading that caused it, by its stream
+    sequence. The messages are then named `<ref>:<type>` and `<ref>:state` for the output
+    stream's dedup, the first also in its payload as `msg_id` (`id` is the episode's).
     """
     topic = f"{prefix}/{fields['stream']}/{output_key(fields['key'])}/anomaly"
-    out = [Outgoing(topic, event_message("anomaly", fields), 1)]
+    if ref is None:
+        out = [Outgoing(topic, event_message("anomaly", fields), 1)]
+    else:
+        named = {**fields, "msg_id": f"{ref}:{ep.type}"}
+        out = [Outgoing(topic, event_message("anomaly", named), 1, msg_id=named["msg_id"])]
     if ep.type != "update":
         state = b"ON" if ep.type == "new" else b"OFF"
-        out.append(Outgoing(f"{topic}/state", state, 1, retain=True))
+        msg_id = None if ref is None else f"{ref}:state"
+        out.append(Outgoing(f"{topic}/state", state, 1, retain=True, msg_id=msg_id))
     return out

@@ -140,7 +140,7 @@ class ClusterDaemon(Daemon):
         prediction's is `stream:key:seq`; any other message's its topic after the node,
         `:key:seq` and its place among what the reading caused (`events:dev1:812:1`).
         """
-        for i, (topic, payload, _, _) in enumerate(out[first:]):
+        for i, (topic, payload, *_) in enumerate(out[first:]):
             tail = topic.removeprefix(self._prefix).split("/")
             if len(tail) == 3 and tail[2] == "prediction":
                 msg_id = f"{tail[0]}:{token}:{seq}"
@@ -152,6 +152,16 @@ class ClusterDaemon(Daemon):
             else:
                 self.nats.publish_once(topic, payload, msg_id)
         del out[first:]
+
+    def _send(self, out: list[Outgoing]) -> None:
+        """Messages named for the output stream's dedup (anomaly episodes) go once; the
+        rest as in the single-box daemon.
+        """
+        for m in out:
+            if m.msg_id is not None:
+                self.nats.publish_once(m.topic, m.payload, m.msg_id)
+        super()._send([m for m in out if m.msg_id is None])
+        out.clear()
 
     async def _adopt(self, engine: Engine, p: int, token: str) -> Unit:
         """Take a key's models from its snapshot in KV (fresh ones when it has none), never

@@ -137,7 +137,7 @@ class HomeAssistant:
 
     def _send(self, out: list[Outgoing]) -> None:
         for message in out:
-            self.transport.publish(*message)
+            self.transport.publish(message.topic, message.payload, message.qos, message.retain)
         out.clear()
 
     # -- cleaning up --------------------------------------------------------------------

@@ -304,7 +304,7 @@ class Daemon:
         if self.homeassistant is not None and self.engine is not None:
             self.homeassistant.mirror(self.engine, out)
         for message in out:
-            self.transport.publish(*message)
+            self.transport.publish(message.topic, message.payload, message.qos, message.retain)
         out.clear()
 
     def _beat_changed(self, beat: Heartbeat, now: float) -> bool:

@@ -132,7 +132,8 @@ class NatsTransport:
             seq = msg.metadata.sequence.stream
             topic = topic_of(msg.subject.split(".", 2)[2])  # after `<stream>.<partition>.`
             self.received += 1
-            self.inbox.append(Delivery(topic, msg.data, time.time(), (partition, seq, epoch), seq))
+            token = (partition, seq, epoch)
+            self.inbox.append(Delivery(topic, msg.data, time.time(), token, seq, origin=seq))
             self.wake()
 
         config = api.ConsumerConfig(
