@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from edgeml.records import Delivery
 
-__all__ = ["Listener", "Transport"]
+__all__ = ["Doorbell", "Listener", "Transport"]
 
 # Called with (topic, payload, retained) for a message of a `listen` filter.
 Listener = Callable[[str, bytes, bool], None]
@@ -70,3 +70,32 @@ class Transport(Protocol):
     async def unlisten(self, filters: Sequence[str]) -> None:
         """Stop receiving filters given to `listen`."""
         ...
+
+
+class Doorbell:
+    """How a transport's learner waits for deliveries: a bare future and a timer. At low
+    rates the learner waits once per reading, and an Event plus asyncio.wait cost several
+    times the learning itself.
+    """
+
+    def __init__(self) -> None:
+        self._waiter: asyncio.Future[None] | None = None
+
+    async def wait(self, seconds: float) -> None:
+        """Return when `ring()` is called or `seconds` pass."""
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        timer = loop.call_later(max(0.0, seconds), self._resolve, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+
+    def ring(self) -> None:
+        self._resolve(self._waiter)
+
+    @staticmethod
+    def _resolve(waiter: asyncio.Future[None] | None) -> None:
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)

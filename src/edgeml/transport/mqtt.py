@@ -30,7 +30,7 @@ from edgeml.config import Config, MqttConfig
 from edgeml.records import Delivery
 from edgeml.transport import _paho
 from edgeml.transport._wire import Publish, encode_puback, encode_publish
-from edgeml.transport.base import Listener
+from edgeml.transport.base import Doorbell, Listener
 
 __all__ = ["BACKOFF_CAP_S", "Session", "client_for"]
 
@@ -81,7 +81,7 @@ class Session:
         self.cfg = cfg
         self.topics = sorted({t for s in cfg.stream for t in s.topics})
         self.inbox: collections.deque[Delivery] = collections.deque()
-        self._waiter: asyncio.Future[None] | None = None
+        self._bell = Doorbell()
         self.subscribed = asyncio.Event()
         self.state = "connecting"
         self.generation = 0
@@ -135,24 +135,12 @@ class Session:
     # -- the connection loop -------------------------------------------------------------
 
     async def wait_for_messages(self, seconds: float) -> None:
-        """Return when a message arrives, `wake()` is called, or `seconds` pass.
-
-        A bare future and a timer: at low rates the learner waits once per reading, and an
-        Event plus asyncio.wait cost several times the learning itself.
-        """
-        if self.inbox:
-            return
-        loop = asyncio.get_running_loop()
-        waiter = self._waiter = loop.create_future()
-        timer = loop.call_later(max(0.0, seconds), _resolve, waiter)
-        try:
-            await waiter
-        finally:
-            timer.cancel()
-            self._waiter = None
+        """Return when a message arrives, `wake()` is called, or `seconds` pass."""
+        if not self.inbox:
+            await self._bell.wait(seconds)
 
     def wake(self) -> None:
-        _resolve(self._waiter)
+        self._bell.ring()
 
     async def listen(self, filters: Sequence[str], handler: Listener) -> None:
         """Receive `filters` (QoS 0) through `handler`; see transport.base."""
@@ -350,11 +338,6 @@ class Session:
         """
         async for _ in client.messages:
             pass
-
-
-def _resolve(waiter: asyncio.Future[None] | None) -> None:
-    if waiter is not None and not waiter.done():
-        waiter.set_result(None)
 
 
 async def _race(work: Coroutine[Any, Any, T], watcher: asyncio.Task[None]) -> T:

@@ -15,7 +15,6 @@ import collections
 import contextlib
 import time
 from collections.abc import Sequence
-from typing import Any
 
 import nats.errors
 import structlog
@@ -26,7 +25,7 @@ from nats.js import api
 from edgeml.config import Config
 from edgeml.partitions import subject_of, topic_of
 from edgeml.records import Delivery
-from edgeml.transport.base import Listener
+from edgeml.transport.base import Doorbell, Listener
 from edgeml.transport.nats_leases import Ownership
 from edgeml.transport.nats_link import Client, KeyValue, command_subject, connect, open_buckets
 
@@ -53,7 +52,7 @@ class NatsTransport:
         self.committed: dict[int, int] = {}  # partition -> last sequence committed here
         self._subs: dict[int, Subscription] = {}
         self._next_epoch = 0
-        self._waiter: asyncio.Future[None] | None = None
+        self._bell = Doorbell()
         self._room = asyncio.Event()
         self._room.set()
         self._out: collections.deque[tuple[str, bytes, dict[str, str] | None]] = collections.deque()
@@ -221,17 +220,10 @@ class NatsTransport:
         if self.inbox:
             return
         self._room.set()
-        loop = asyncio.get_running_loop()
-        waiter = self._waiter = loop.create_future()
-        timer = loop.call_later(max(0.0, seconds), _resolve, waiter)
-        try:
-            await waiter
-        finally:
-            timer.cancel()
-            self._waiter = None
+        await self._bell.wait(seconds)
 
     def wake(self) -> None:
-        _resolve(self._waiter)
+        self._bell.ring()
 
     async def listen(self, filters: Sequence[str], handler: Listener) -> None:
         assert self.nc is not None
@@ -248,8 +240,3 @@ class NatsTransport:
             sub = self._listens.pop(f, None)
             if sub is not None:
                 await sub.unsubscribe()
-
-
-def _resolve(waiter: asyncio.Future[Any] | None) -> None:
-    if waiter is not None and not waiter.done():
-        waiter.set_result(None)
