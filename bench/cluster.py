@@ -62,6 +62,7 @@ name = "load"
 topic = "bench/+/telemetry"
 key = "topic:1"
 task = "regression"
+model = "linear"
 features = ["a", "b", "c"]
 target = "y"
 """

@@ -151,7 +151,8 @@ class Learner:
             outcome = self.process(sample, seq)
         except Exception as exc:
             return self.failed(sample, seq, f"{type(exc).__name__}: {exc}"), exc
-        self.failing, self.error = 0, None
+        if self.failing:
+            self.failing, self.error = 0, None
         return outcome, None
 
     def failed(self, sample: Sample, seq: int, error: str) -> Outcome:
